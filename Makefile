@@ -1,0 +1,39 @@
+# deqexp: `make help` lists the targets.
+PYTHON ?= python3
+# pip takes the local CPU wheel for this pin; e.g. TORCH_SPEC="torch==2.5.1" for a CUDA build
+TORCH_SPEC ?= torch==2.13.0
+PROFILE ?= quick
+PYTEST_ARGS ?=
+
+.PHONY: help install train test lint reproduce-paper report bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+install: .install.stamp  ## install deqexp (editable) with torch pinned by TORCH_SPEC
+
+.install.stamp: pyproject.toml
+	$(PYTHON) -m pip install -q "$(TORCH_SPEC)"
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	touch $@
+
+train: install  ## the main job: train one kGLM-initialised DEQ on the embedded default data
+	deqexp train init=kglm
+
+test: install lint  ## lint, then the test suite
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+lint: install  ## ruff over the tree
+	$(PYTHON) -m ruff check .
+
+reproduce-paper: install  ## E1-E6 at PROFILE=quick|full|smoke, then tables and figures in results/paper
+	$(PYTHON) scripts/reproduce_paper.py --profile $(PROFILE)
+
+report: install  ## rebuild results/paper from the runs already on disk
+	deqexp report --profile $(PROFILE)
+
+bench: install  ## benchmarks: one table in results/bench
+	$(PYTHON) scripts/bench.py
+
+clean:  ## remove run outputs (not results/)
+	rm -rf outputs multirun runs .pytest_cache

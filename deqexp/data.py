@@ -1,0 +1,331 @@
+"""Data sets, each reproducible from its seed (settings: PAPER-PROTOCOL.md).
+
+Embedded (no download): ``smooth`` (E1 sequences), ``copy_memory`` (E6),
+``images`` (32x32 patches of scikit-image's sample images, E2/E3) and
+``binary_digits`` (scikit-learn's digits, binarised, E4). Local folders:
+``cifar10`` (``cifar-10-batches-py``), ``hyperspectral`` (multi-channel TIFFs)
+and ``mnist`` (IDX files).
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+class DataError(ValueError):
+    """A data set cannot be built: missing folder, wrong format, bad setting."""
+
+
+@dataclass
+class Data:
+    """Train/test inputs and targets plus what the model needs to know about them."""
+
+    train_input: Tensor
+    train_target: Tensor
+    test_input: Tensor
+    test_target: Tensor
+    loss: str = "mse"                  # mse | cross_entropy | bce
+    support: str = "real"              # what values the inputs take (for the family check)
+    x_in: Tensor | None = None         # (n, d) input locations (sequence data)
+    x_out: Tensor | None = None        # (m, d) target locations
+    classes: int = 0                   # trailing one-hot axis (copy_memory)
+
+    @property
+    def is_image(self) -> bool:
+        return self.train_input.dim() == 4
+
+    def to(self, device, dtype) -> "Data":
+        conv = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
+        return Data(conv(self.train_input), conv(self.train_target), conv(self.test_input),
+                    conv(self.test_target), self.loss, self.support, conv(self.x_in),
+                    conv(self.x_out), self.classes)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+# --------------------------------------------------------------------------- E1
+def smooth_signal(x: Tensor) -> Tensor:
+    """``g(x) = exp(-0.1 x^2) sin(x) + exp(-(x+9)^2)`` (E1)."""
+    return torch.exp(-0.1 * x**2) * torch.sin(x) + torch.exp(-((x + 9) ** 2))
+
+
+def smooth(seed: int, n_train: int = 2000, n_test: int = 200, length: int = 100,
+           shift: float = 2.0, noise_variance: float = 0.1, **_) -> Data:
+    """E1: noisy smooth sequences on [-2pi, 2pi]; the target is read at ``x - shift``."""
+    x_in = torch.linspace(-2 * math.pi, 2 * math.pi, length, dtype=torch.float64)
+    x_out = x_in - shift
+    both = torch.cat([x_in, x_out])
+    d = (both[:, None] - both[None, :]).abs()
+    cov = noise_variance * torch.exp(-0.5 * d**2) * torch.exp(-torch.sin(d) ** 2)
+    chol = torch.linalg.cholesky(cov + 1e-8 * torch.eye(len(both), dtype=torch.float64))
+    noise = torch.randn(n_train + n_test, len(both), generator=_gen(seed), dtype=torch.float64)
+    values = smooth_signal(both) + noise @ chol.T
+    inp, tgt = values[:, :length], values[:, length:]
+    mean, std = values[:n_train].mean(), values[:n_train].std()
+    inp, tgt = (inp - mean) / std, (tgt - mean) / std
+    return Data(inp[:n_train], tgt[:n_train], inp[n_train:], tgt[n_train:], "mse", "real",
+                x_in[:, None], x_out[:, None])
+
+
+# --------------------------------------------------------------------------- E6
+def copy_memory(seed: int, n_train: int = 200, n_test: int = 20, delay: int = 50,
+                n_copy: int = 10, alphabet: int = 8, **_) -> Data:
+    """E6: ten symbols, ``delay`` blanks, a marker 9; recall the symbols after the marker."""
+    n, length, classes = n_train + n_test, delay + 2 * n_copy, alphabet + 2
+    sym = torch.randint(1, alphabet + 1, (n, n_copy), generator=_gen(seed))
+    inp = torch.zeros(n, length, dtype=torch.long)
+    inp[:, :n_copy] = sym
+    inp[:, delay + n_copy - 1] = alphabet + 1  # the marker, at position T+10 (1-based)
+    tgt = torch.zeros(n, length, dtype=torch.long)
+    tgt[:, -n_copy:] = sym
+    onehot = F.one_hot(inp, classes).double()
+    x = torch.arange(length, dtype=torch.float64)
+    x = ((x - x.mean()) / x.std())[:, None]
+    return Data(onehot[:n_train], tgt[:n_train].double(), onehot[n_train:], tgt[n_train:].double(),
+                "cross_entropy", "{0,1}", x, x, classes)
+
+
+# --------------------------------------------------------------------------- corruptions
+def add_noise(clean: Tensor, std: float, gen: torch.Generator) -> Tensor:
+    """Additive Gaussian noise, clipped to [0, 1]."""
+    return (clean + std * torch.randn(clean.shape, generator=gen, dtype=clean.dtype)).clamp(0, 1)
+
+
+def gaussian_blur(clean: Tensor, low: float, high: float, gen: torch.Generator) -> Tensor:
+    """Gaussian blur, sigma ~ U(low, high) per image (reflect padding, 13x13 support at most)."""
+    out = torch.empty_like(clean)
+    sigmas = low + (high - low) * torch.rand(len(clean), generator=gen, dtype=torch.float64)
+    radius = max(1, int(math.ceil(3 * high)))
+    offs = torch.arange(-radius, radius + 1, dtype=clean.dtype)
+    for i, s in enumerate(sigmas.tolist()):
+        w = torch.exp(-0.5 * offs**2 / max(s, 1e-3) ** 2)
+        w = w / w.sum()
+        img = clean[i : i + 1]
+        c = img.shape[1]
+        pad = F.pad(img, (radius, radius, radius, radius), mode="reflect")
+        pad = F.conv2d(pad, w.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        out[i] = F.conv2d(pad, w.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
+    return out
+
+
+def flip_pixels(clean: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
+    """Replace ``fraction`` of the pixels with flipped values of randomly chosen pixels (E4)."""
+    flat = clean.reshape(len(clean), -1)
+    n_pix = flat.shape[1]
+    k = int(round(fraction * n_pix))
+    out = flat.clone()
+    for i in range(len(flat)):
+        where = torch.randperm(n_pix, generator=gen)[:k]
+        source = torch.randint(0, n_pix, (k,), generator=gen)
+        out[i, where] = 1 - flat[i, source]
+    return out.reshape(clean.shape)
+
+
+def corrupt(clean: Tensor, kind: str, gen: torch.Generator, noise_std: float = 0.2,
+            blur_low: float = 0.0, blur_high: float = 3.0, flip_fraction: float = 1 / 3) -> Tensor:
+    """Apply the named corruption: ``noise``, ``blur`` or ``flip``."""
+    if kind == "noise":
+        return add_noise(clean, noise_std, gen)
+    if kind == "blur":
+        return gaussian_blur(clean, blur_low, blur_high, gen)
+    if kind == "flip":
+        return flip_pixels(clean, flip_fraction, gen)
+    raise DataError(f"unknown corruption '{kind}'; choose noise, blur or flip")
+
+
+# --------------------------------------------------------------------------- images
+SKIMAGE_TRAIN = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
+SKIMAGE_TEST = ("chelsea",)
+
+
+def _patches(img: Tensor, size: int) -> Tensor:
+    """Non-overlapping ``size x size`` patches of a ``(C, H, W)`` image."""
+    p = img.unfold(1, size, size).unfold(2, size, size)  # C, nh, nw, size, size
+    return p.permute(1, 2, 0, 3, 4).reshape(-1, img.shape[0], size, size)
+
+
+def _pick(x: Tensor, n: int, gen: torch.Generator) -> Tensor:
+    if n <= 0 or n >= len(x):
+        return x
+    return x[torch.randperm(len(x), generator=gen)[:n]]
+
+
+def _image_data(train: Tensor, test: Tensor, seed: int, n_train: int, n_test: int,
+                corruption: dict) -> Data:
+    gen = _gen(seed)
+    train, test = _pick(train, n_train, gen), _pick(test, n_test, gen)
+    kind = corruption.get("kind", "noise")
+    opts = {k: v for k, v in corruption.items() if k != "kind"}
+    return Data(corrupt(train, kind, gen, **opts), train, corrupt(test, kind, gen, **opts), test,
+                "mse", "[0,1]")
+
+
+def skimage_images(seed: int, patch: int = 32, channels: int = 3, n_train: int = 500,
+                   n_test: int = 100, train_images=SKIMAGE_TRAIN, test_images=SKIMAGE_TEST,
+                   corruption: dict | None = None, **_) -> Data:
+    """E2/E3 default: patches of scikit-image's bundled colour images, split by source image."""
+    import skimage.data
+
+    def load(names):
+        out = []
+        for name in names:
+            img = torch.as_tensor(np.asarray(getattr(skimage.data, name)()), dtype=torch.float64) / 255
+            img = img.permute(2, 0, 1) if img.dim() == 3 else img[None].expand(3, -1, -1)
+            out.append(_patches(img[:channels], patch))
+        return torch.cat(out)
+
+    return _image_data(load(train_images), load(test_images), seed, n_train, n_test,
+                       corruption or {})
+
+
+def _require_dir(root, what: str, expected: str) -> Path:
+    if root is None or not Path(root).is_dir():
+        raise DataError(f"{what}: data folder '{root}' not found. Put {expected} there and pass "
+                        f"dataset.root=/path/to/folder")
+    return Path(root)
+
+
+def read_cifar10(root) -> tuple[Tensor, Tensor]:
+    """Train and test images ``(N, 3, 32, 32)`` in [0,1] from a ``cifar-10-batches-py`` folder."""
+    root = _require_dir(root, "cifar10", "the 'cifar-10-batches-py' files (data_batch_1..5, "
+                        "test_batch)")
+    if (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+
+    def load(names):
+        arrays = []
+        for name in names:
+            path = root / name
+            if not path.exists():
+                continue
+            with open(path, "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            arrays.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        if not arrays:
+            raise DataError(f"cifar10: no batch files {list(names)} in {root}")
+        return torch.as_tensor(np.concatenate(arrays), dtype=torch.float64) / 255
+
+    return load([f"data_batch_{i}" for i in range(1, 6)]), load(["test_batch"])
+
+
+def cifar10(seed: int, root=None, n_train: int = 5000, n_test: int = 1000,
+            corruption: dict | None = None, **_) -> Data:
+    """CIFAR-10 from a local folder, corrupted as configured (E2)."""
+    train, test = read_cifar10(root)
+    return _image_data(train, test, seed, n_train, n_test, corruption or {})
+
+
+def hyperspectral(seed: int, root=None, channels: int = 13, patch: int = 32, n_train: int = 0,
+                  n_test: int = 0, test_fraction: float = 1 / 7, corruption: dict | None = None,
+                  **_) -> Data:
+    """Multi-channel TIFFs from a local folder: first ``channels`` bands, split by file (E2/E3)."""
+    import tifffile
+
+    root = _require_dir(root, "hyperspectral", "multi-channel .tif/.tiff images")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+    if len(files) < 2:
+        raise DataError(f"hyperspectral: need at least 2 TIFF files in {root}, found {len(files)}")
+    order = torch.randperm(len(files), generator=_gen(seed)).tolist()
+    n_test_files = max(1, int(round(test_fraction * len(files))))
+    test_idx = set(order[:n_test_files])
+
+    def load(path):
+        arr = np.asarray(tifffile.imread(path), dtype=np.float64)
+        if arr.ndim != 3:
+            raise DataError(f"hyperspectral: {path.name} has shape {arr.shape}, expected 3-D")
+        if arr.shape[-1] < arr.shape[0]:  # channels last -> first
+            arr = np.moveaxis(arr, -1, 0)
+        if arr.shape[0] < channels:
+            raise DataError(f"hyperspectral: {path.name} has {arr.shape[0]} channels, "
+                            f"dataset.channels={channels}")
+        img = torch.as_tensor(arr[:channels])
+        img = img / img.max().clamp_min(1e-12)
+        return _patches(img, patch)
+
+    train = torch.cat([load(f) for i, f in enumerate(files) if i not in test_idx])
+    test = torch.cat([load(f) for i, f in enumerate(files) if i in test_idx])
+    return _image_data(train, test, seed, n_train, n_test, corruption or {})
+
+
+# --------------------------------------------------------------------------- E4
+def _binarise_to(images: Tensor, size: int, threshold: float) -> Tensor:
+    img = images[:, None].double()
+    img = img / img.amax(dim=(-1, -2), keepdim=True).clamp_min(1e-12)
+    if img.shape[-1] != size:
+        img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+    return (img > threshold).double()
+
+
+def read_idx(path) -> np.ndarray:
+    """An IDX file (MNIST format, optionally gzipped) as a numpy array."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        zero, dtype_code, ndim = struct.unpack(">HBB", fh.read(4))
+        if zero != 0 or dtype_code != 0x08:
+            raise DataError(f"{path}: not an unsigned-byte IDX file")
+        shape = struct.unpack(">" + "I" * ndim, fh.read(4 * ndim))
+        return np.frombuffer(fh.read(), dtype=np.uint8).reshape(shape)
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (root / name).exists():
+            return root / name
+    raise DataError(f"mnist: '{stem}' (or .gz) not found in {root}")
+
+
+def _digit_data(train: Tensor, test: Tensor, seed: int, n_train: int, n_test: int, size: int,
+                threshold: float, flip_fraction: float) -> Data:
+    gen = _gen(seed)
+    train, test = _pick(train, n_train, gen), _pick(test, n_test, gen)
+    clean_tr = _binarise_to(train, size, threshold)
+    clean_te = _binarise_to(test, size, threshold)
+    noisy_tr = flip_pixels(clean_tr, flip_fraction, gen)
+    noisy_te = flip_pixels(clean_te, flip_fraction, gen)
+    return Data(noisy_tr, clean_tr, noisy_te, clean_te, "bce", "{0,1}")
+
+
+def binary_digits(seed: int, size: int = 28, n_train: int = 200, n_test: int = 50,
+                  threshold: float = 0.3, flip_fraction: float = 1 / 3, **_) -> Data:
+    """scikit-learn's 8x8 digits, upsampled to ``size`` and binarised; a third of pixels flipped."""
+    from sklearn.datasets import load_digits
+
+    imgs = torch.as_tensor(load_digits().images)
+    perm = torch.randperm(len(imgs), generator=_gen(seed + 1))
+    half = len(imgs) * 4 // 5
+    return _digit_data(imgs[perm[:half]], imgs[perm[half:]], seed, n_train, n_test, size,
+                       threshold, flip_fraction)
+
+
+def mnist(seed: int, root=None, n_train: int = 1000, n_test: int = 200, threshold: float = 0.0,
+          flip_fraction: float = 1 / 3, **_) -> Data:
+    """MNIST from local IDX files, binarised (pixel > 0) with flipped pixels (E4)."""
+    root = _require_dir(root, "mnist", "the IDX files train-images-idx3-ubyte and "
+                        "t10k-images-idx3-ubyte (optionally .gz)")
+    train = torch.as_tensor(read_idx(_find_idx(root, "train-images-idx3-ubyte")).copy())
+    test = torch.as_tensor(read_idx(_find_idx(root, "t10k-images-idx3-ubyte")).copy())
+    return _digit_data(train, test, seed, n_train, n_test, train.shape[-1], threshold, flip_fraction)
+
+
+DATASETS = {"smooth": smooth, "copy_memory": copy_memory, "images": skimage_images,
+            "cifar10": cifar10, "hyperspectral": hyperspectral, "binary_digits": binary_digits,
+            "mnist": mnist}
+
+
+def load_dataset(name: str, seed: int, **options) -> Data:
+    """Build data set ``name`` from ``seed`` and its options."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset '{name}'; choose one of {sorted(DATASETS)}")
+    return DATASETS[name](seed, **options)

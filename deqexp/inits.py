@@ -1,0 +1,149 @@
+"""Initialisations of a DEQ: kGLM (THEORY.md section 2), naive and random.
+
+- ``kglm``: W = -K/lambda, U = K/lambda, V = -K*/lambda, Q = K*/lambda with
+  lambda = ||K||_2 / scale (or a given lambda), so that the forward pass solves
+  the kGLM. ``scale`` is the resulting ||W||_2 (the paper's E2 sweep variable;
+  E1 uses scale 1, i.e. lambda = ||K||_2).
+- ``naive``: W, U from a squared-exponential kernel on the input grid; V drawn
+  like a dense layer, Q zero.
+- ``random``: the framework's default layer initialisation, or i.i.d.
+  N(0, (scale / divisor)^2) when a scale is given (the paper's E2 sweep).
+
+Each ensemble member gets its own :class:`InitSpec` and generator.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import operators
+from .kernels import Kernel, SquaredExponential, multichannel_filters
+from .models import ConvDEQ, DenseDEQ
+
+Tensor = torch.Tensor
+INITS = ("kglm", "naive", "random")
+
+
+@dataclass
+class InitSpec:
+    """How one member is initialised."""
+
+    name: str = "kglm"
+    scale: float | None = 1.0          # target ||W||_2 (kglm/naive); N(0,(scale/divisor)^2) (random)
+    lam: float | None = None           # explicit lambda (kglm/naive), overrides scale
+    freeze_q: bool = False             # naive/random: Q fixed at 0 and not trained (authors' E1)
+    naive_lengthscale: float = 1.0
+    random_divisor: float = 19.0
+    construction: str = "pd"           # conv kglm filters: 'pd' or the paper's 'paper'
+    coupling: float = 0.0              # conv 'pd': weight of the shared cross-channel term
+    lengthscale_low: float = 0.0       # conv: per-channel length-scales ~ U(low, high)
+    lengthscale_high: float = 4.0
+    norm_method: str = "exact"         # conv lambda from: exact | dft (paper) | bound
+
+    def __post_init__(self):
+        if self.name not in INITS:
+            raise ValueError(f"unknown init '{self.name}'; choose one of {list(INITS)}")
+        if self.lam is not None and self.lam <= 0:
+            raise ValueError(f"init.lam must be > 0, got {self.lam}")
+        if self.scale is not None and self.scale <= 0:
+            raise ValueError(f"init.scale must be > 0, got {self.scale}")
+
+
+def kglm_weights(k_in: Tensor, k_out: Tensor, lam: float) -> dict[str, Tensor]:
+    """The kGLM's DEQ weights from the Gram matrices on inputs and between outputs and inputs."""
+    return {"W": -k_in / lam, "U": k_in / lam, "V": -k_out / lam, "Q": k_out / lam}
+
+
+def kglm_lambda(k_in: Tensor, spec: InitSpec) -> float:
+    """lambda = spec.lam if given, else ||K||_2 / spec.scale."""
+    if spec.lam is not None:
+        return float(spec.lam)
+    return float(operators.dense_norm(k_in)) / (spec.scale or 1.0)
+
+
+def _uniform(shape, fan_in: int, gen: torch.Generator, dtype) -> Tensor:
+    # nn.Linear / nn.Conv2d default: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    bound = 1.0 / math.sqrt(fan_in)
+    return (torch.rand(shape, generator=gen, dtype=dtype) * 2 - 1) * bound
+
+
+def _random_tensor(shape, fan_in: int, spec: InitSpec, gen: torch.Generator, dtype) -> Tensor:
+    if spec.scale is None:
+        return _uniform(shape, fan_in, gen, dtype)
+    return torch.randn(shape, generator=gen, dtype=dtype) * (spec.scale / spec.random_divisor)
+
+
+def dense_member(spec: InitSpec, kernel: Kernel, x_in: Tensor, x_out: Tensor,
+                 width: int, gen: torch.Generator, dtype=torch.float64) -> dict[str, Tensor]:
+    """Weights W, U, V, Q (and zero biases b, c) of one dense member."""
+    n_in, n_out = len(x_in), len(x_out)
+    zeros_b = {"b": torch.zeros(width, dtype=dtype), "c": torch.zeros(n_out, dtype=dtype)}
+    if spec.name in ("kglm", "naive") and width != n_in:
+        raise ValueError(f"init={spec.name} needs model width == number of input locations "
+                         f"({n_in}), got width={width}")
+    x_in, x_out = x_in.to(dtype), x_out.to(dtype)
+    if spec.name == "kglm":
+        k_in = kernel(x_in)
+        out = kglm_weights(k_in, kernel(x_out, x_in), kglm_lambda(k_in, spec))
+    elif spec.name == "naive":
+        k_in = SquaredExponential(spec.naive_lengthscale)(x_in)
+        lam = kglm_lambda(k_in, spec)
+        out = {"W": -k_in / lam, "U": k_in / lam,
+               "V": _uniform((n_out, width), width, gen, dtype),
+               "Q": torch.zeros(n_out, n_in, dtype=dtype)}
+    else:
+        out = {"W": _random_tensor((width, width), width, spec, gen, dtype),
+               "U": _random_tensor((width, n_in), n_in, spec, gen, dtype),
+               "V": _random_tensor((n_out, width), width, spec, gen, dtype),
+               "Q": _random_tensor((n_out, n_in), n_in, spec, gen, dtype)}
+        if spec.freeze_q:
+            out["Q"] = torch.zeros(n_out, n_in, dtype=dtype)
+    return {**out, **zeros_b}
+
+
+def conv_member(spec: InitSpec, channels: int, kernel_size: int, image_size: tuple[int, int],
+                padding: str, gen: torch.Generator, dtype=torch.float64) -> dict[str, Tensor]:
+    """Filters W, U, V, Q of one convolutional member (hidden channels = input channels)."""
+    r, c = kernel_size // 2, channels
+    shape = (c, c, kernel_size, kernel_size)
+    if spec.name == "random":
+        return {k: _random_tensor(shape, c * kernel_size**2, spec, gen, dtype) for k in "WUVQ"}
+    if spec.name == "kglm":
+        lo, hi = spec.lengthscale_low, spec.lengthscale_high
+        ls = (lo + (hi - lo) * torch.rand(c, generator=gen, dtype=dtype)).clamp_min(1e-3)
+        filt = multichannel_filters(ls.tolist(), r, spec.coupling, spec.construction, dtype)
+    else:
+        filt = multichannel_filters([spec.naive_lengthscale] * c, r, 0.0, "pd", dtype)
+    if spec.lam is not None:
+        lam = spec.lam
+    else:
+        norm = operators.conv_norm(filt, *image_size, padding=padding, method=spec.norm_method)
+        lam = float(norm) / (spec.scale or 1.0)
+    if spec.name == "naive":
+        return {"W": -filt / lam, "U": filt / lam,
+                "V": _uniform(shape, c * kernel_size**2, gen, dtype),
+                "Q": torch.zeros(shape, dtype=dtype)}
+    return {"W": -filt / lam, "U": filt / lam, "V": -filt / lam, "Q": filt / lam}
+
+
+def initialise(model: DenseDEQ | ConvDEQ, specs: list[InitSpec], seeds: list[int], *,
+               kernel: Kernel | None = None, x_in: Tensor | None = None,
+               x_out: Tensor | None = None, image_size: tuple[int, int] | None = None) -> None:
+    """Set every member's parameters from its spec and seed; freezes Q where asked."""
+    if len(specs) != model.ensemble or len(seeds) != model.ensemble:
+        raise ValueError(f"need {model.ensemble} init specs and seeds, got {len(specs)}, {len(seeds)}")
+    with torch.no_grad():
+        for e, (spec, seed) in enumerate(zip(specs, seeds)):
+            gen = torch.Generator().manual_seed(int(seed))
+            if isinstance(model, ConvDEQ):
+                weights = conv_member(spec, model.W.shape[1], model.W.shape[-1], image_size,
+                                      model.padding, gen)
+            else:
+                weights = dense_member(spec, kernel, x_in, x_out, model.W.shape[1], gen)
+            for name, value in weights.items():
+                getattr(model, name)[e] = value.to(getattr(model, name).dtype)
+    frozen_q = torch.tensor([s.freeze_q and s.name != "kglm" for s in specs])
+    if frozen_q.any():
+        model.freeze("Q", frozen_q)

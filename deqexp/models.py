@@ -1,0 +1,216 @@
+"""DEQ layers whose activation comes from a family, with a leading ensemble axis.
+
+Dense:  ``z = sigma(W z + U t + b)``, readout ``V z + Q t + c``.
+Conv:   ``z = sigma(conv_W z + conv_U t)``, readout ``conv_V z + conv_Q t``.
+
+Every parameter has a leading axis of E members. Members never mix: each
+member's outputs and gradients are what a separate layer would give, so E
+independently initialised models train in one pass (sum the members' losses).
+Inputs may carry E or 1 on their leading axis (1 = shared data).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import operators
+from .families import Family
+from .gradients import GradientMethod, unrolled_forward
+from .solvers import SolverResult, get_solver
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class SolveSpec:
+    """Forward solver choice and its options."""
+
+    name: str = "forward"
+    tol: float = 1e-4
+    max_iter: int = 50
+    options: dict = field(default_factory=dict)
+
+    def __call__(self, f: Callable, z0: Tensor) -> SolverResult:
+        return get_solver(self.name)(f, z0, tol=self.tol, max_iter=self.max_iter, **self.options)
+
+
+class _DEQ(nn.Module):
+    """Shared forward logic: solve without gradients, then attach the gradient method."""
+
+    readout_mean: bool = False
+
+    def __init__(self, family: Family, ensemble: int, solver: SolveSpec | None,
+                 gradient: GradientMethod | None, readout: str):
+        super().__init__()
+        if readout not in ("natural", "mean"):
+            raise ValueError(f"readout must be 'natural' or 'mean', got '{readout}'")
+        self.family, self.ensemble = family, ensemble
+        self.solver = solver or SolveSpec()
+        self.gradient = gradient or GradientMethod()
+        self.readout_mean = readout == "mean"
+        self.last_forward: SolverResult | None = None
+        self.frozen: dict[str, Tensor] = {}
+
+    # subclasses: _expand, _recur, _recur_adjoint, _inject, _readout, _z0
+    def fixed_point(self, t: Tensor) -> Tensor:
+        """The (differentiable) fixed point ``z*`` for input ``t = T(y)``."""
+        t = self._expand(t)
+        inj = self._inject(t)
+        act = self.family.mean
+
+        def f(z):
+            return act(self._recur(z) + inj)
+
+        z0 = self._z0(t)
+        with torch.no_grad():
+            res = self.solver(f, z0)
+        self.last_forward = res
+        pre = (self._recur(res.z) + inj).detach()
+
+        def vjp(u):
+            return self._recur_adjoint(self.family.variance_vp(pre, u))
+
+        forward_solve = None
+        if self.gradient.name == "unrolled":
+            forward_solve = unrolled_forward(tol=self.solver.tol, max_iter=self.solver.max_iter,
+                                             **self.solver.options)
+        return self.gradient.attach(f, res, vjp, forward_solve, z0)
+
+    def forward(self, t: Tensor) -> Tensor:
+        """Readout of the fixed point: natural parameters, or means if ``readout='mean'``."""
+        t = self._expand(t)
+        z = self.fixed_point(t)
+        out = self._readout(z, t)
+        return self.family.mean(out) if self.readout_mean else out
+
+    def freeze(self, name: str, members: Tensor | None = None) -> None:
+        """Stop training parameter ``name`` for the given members (all by default)."""
+        mask = torch.ones(self.ensemble, dtype=torch.bool) if members is None else members
+        self.frozen[name] = mask.clone()
+
+    def unfreeze(self, name: str) -> None:
+        self.frozen.pop(name, None)
+
+    def mask_gradients(self, members: Tensor | None = None) -> None:
+        """Zero the gradients of frozen parameters and of ``members`` (e.g. diverged ones)."""
+        for name, p in self.named_parameters():
+            if p.grad is None:
+                continue
+            mask = self.frozen.get(name)
+            if members is not None:
+                mask = members if mask is None else (mask | members)
+            if mask is not None:
+                p.grad[mask.to(p.device)] = 0
+
+
+def _mm(w: Tensor, x: Tensor) -> Tensor:
+    """Per-member ``w @ x`` over the location axis: w (E, m, n), x (E, B, n[, C])."""
+    if x.dim() == 3:
+        return torch.bmm(x, w.transpose(1, 2))
+    return torch.einsum("emn,ebnc->ebmc", w, x)
+
+
+def _mm_t(w: Tensor, x: Tensor) -> Tensor:
+    """Per-member ``w^T @ x``."""
+    if x.dim() == 3:
+        return torch.bmm(x, w)
+    return torch.einsum("emn,ebmc->ebnc", w, x)
+
+
+class DenseDEQ(_DEQ):
+    """Fully connected DEQ over locations (and C classes on a trailing axis for categorical)."""
+
+    def __init__(self, n_in: int, width: int, n_out: int, family: Family, ensemble: int = 1,
+                 solver: SolveSpec | None = None, gradient: GradientMethod | None = None,
+                 readout: str = "natural", classes: int | None = None, dtype=torch.float32):
+        super().__init__(family, ensemble, solver, gradient, readout)
+        e = ensemble
+        z = lambda *s: nn.Parameter(torch.zeros(e, *s, dtype=dtype))  # noqa: E731
+        self.W, self.U, self.b = z(width, width), z(width, n_in), z(width)
+        self.V, self.Q, self.c = z(n_out, width), z(n_out, n_in), z(n_out)
+        # a trailing one-hot axis: the categorical family's classes, or the data's (copy_memory)
+        self.classes = family.classes if classes is None else classes
+
+    def _bias(self, b: Tensor) -> Tensor:
+        return b[:, None, :, None] if self.classes else b[:, None, :]
+
+    def _expand(self, t):
+        return t.expand(self.ensemble, *t.shape[1:]) if t.shape[0] == 1 else t
+
+    def _z0(self, t):
+        shape = (self.ensemble, t.shape[1], self.W.shape[1]) + ((self.classes,) if self.classes else ())
+        return t.new_zeros(shape)
+
+    def _recur(self, z):
+        return _mm(self.W, z)
+
+    def _recur_adjoint(self, u):
+        return _mm_t(self.W, u)
+
+    def _inject(self, t):
+        return _mm(self.U, t) + self._bias(self.b)
+
+    def _readout(self, z, t):
+        return _mm(self.V, z) + _mm(self.Q, t) + self._bias(self.c)
+
+    def operator_norms(self) -> dict[str, Tensor]:
+        """Per-member spectral norms of W and U."""
+        with torch.no_grad():
+            return {"W": operators.dense_norm(self.W), "U": operators.dense_norm(self.U)}
+
+
+class ConvDEQ(_DEQ):
+    """Convolutional DEQ on ``(E, B, C, H, W)`` images, 'same' size, no bias."""
+
+    def __init__(self, channels: int, kernel_size: int, family: Family, ensemble: int = 1,
+                 hidden: int | None = None, padding: str = "zeros",
+                 solver: SolveSpec | None = None, gradient: GradientMethod | None = None,
+                 readout: str = "mean", norm_method: str = "exact", dtype=torch.float32):
+        super().__init__(family, ensemble, solver, gradient, readout)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if padding not in ("zeros", "circular"):
+            raise ValueError(f"padding must be 'zeros' or 'circular', got '{padding}'")
+        h, c, k, e = hidden or channels, channels, kernel_size, ensemble
+        z = lambda co, ci: nn.Parameter(torch.zeros(e, co, ci, k, k, dtype=dtype))  # noqa: E731
+        self.W, self.U, self.V, self.Q = z(h, h), z(h, c), z(c, h), z(c, c)
+        self.padding, self.norm_method = padding, norm_method
+
+    def _conv(self, filters: Tensor, x: Tensor) -> Tensor:
+        e, b = x.shape[:2]
+        xs = x.transpose(0, 1).reshape(b, e * x.shape[2], *x.shape[3:])
+        w = filters.reshape(-1, *filters.shape[2:])
+        r = filters.shape[-1] // 2
+        if self.padding == "circular":
+            out = torch.nn.functional.conv2d(
+                torch.nn.functional.pad(xs, (r, r, r, r), mode="circular"), w, groups=e)
+        else:
+            out = torch.nn.functional.conv2d(xs, w, padding=r, groups=e)
+        return out.reshape(b, e, -1, *out.shape[2:]).transpose(0, 1)
+
+    def _expand(self, t):
+        return t.expand(self.ensemble, *t.shape[1:]) if t.shape[0] == 1 else t
+
+    def _z0(self, t):
+        return t.new_zeros(self.ensemble, t.shape[1], self.W.shape[1], *t.shape[3:])
+
+    def _recur(self, z):
+        return self._conv(self.W, z)
+
+    def _recur_adjoint(self, u):
+        return self._conv(operators.adjoint_filters(self.W), u)
+
+    def _inject(self, t):
+        return self._conv(self.U, t)
+
+    def _readout(self, z, t):
+        return self._conv(self.V, z) + self._conv(self.Q, t)
+
+    def operator_norms(self, height: int, width: int) -> dict[str, Tensor]:
+        """Per-member operator norms of the recurrent and input convolutions on ``H x W``."""
+        with torch.no_grad():
+            return {k: operators.conv_norm(p, height, width, self.padding, self.norm_method)
+                    for k, p in (("W", self.W), ("U", self.U))}

@@ -1,0 +1,44 @@
+"""Small builders shared by the tests."""
+import math
+
+import torch
+
+from deqexp.families import get_family
+from deqexp.inits import InitSpec, initialise
+from deqexp.models import DenseDEQ, SolveSpec
+
+FAMILY_NAMES = ["gaussian", "bernoulli", "binomial", "poisson", "spin", "tanh", "categorical", "relu"]
+
+
+def sample_data(name: str, n: int, seed: int = 0) -> torch.Tensor:
+    """Data in the support of family ``name`` (binomial: 3 trials, categorical: 3 classes)."""
+    g = torch.Generator().manual_seed(seed)
+    if name in ("gaussian", "tanh", "relu"):
+        return torch.randn(n, generator=g)
+    if name == "bernoulli":
+        return (torch.rand(n, generator=g) > 0.5).double()
+    if name == "binomial":
+        return torch.randint(0, 4, (n,), generator=g).double()
+    if name == "poisson":
+        return torch.poisson(2 * torch.ones(n), generator=g)
+    if name == "spin":
+        return torch.where(torch.rand(n, generator=g) > 0.5, 1.0, -1.0)
+    if name == "categorical":
+        return torch.nn.functional.one_hot(torch.randint(0, 3, (n,), generator=g), 3).double()
+    raise ValueError(name)
+
+
+def contraction_lambda(family, k):
+    """lambda = 1.5 * sup a'' * ||K||_2 (a contraction); poisson: 2 ||K||_2 (needs Anderson)."""
+    sup = family.sup_variance if math.isfinite(family.sup_variance) else 2.0
+    return 1.5 * sup * float(torch.linalg.matrix_norm(k, 2))
+
+
+def kglm_deq(family_name, kernel, x_in, x_out, lam, solver="anderson", tol=1e-13, max_iter=2000,
+             ensemble=1):
+    fam = get_family(family_name, trials=3, classes=3)
+    m = DenseDEQ(len(x_in), len(x_in), len(x_out), fam, ensemble=ensemble, dtype=torch.float64,
+                 solver=SolveSpec(solver, tol, max_iter))
+    initialise(m, [InitSpec("kglm", lam=lam)] * ensemble, list(range(ensemble)),
+               kernel=kernel, x_in=x_in, x_out=x_out)
+    return m

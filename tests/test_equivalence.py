@@ -1,0 +1,118 @@
+"""THEORY.md sections 1-3 and 7: the kGLM-initialised DEQ solves the kGLM."""
+import numpy as np
+import pytest
+import torch
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.linear_model import LogisticRegression, PoissonRegressor
+
+from deqexp.families import get_family
+from deqexp.kernels import build_kernel
+from deqexp.kglm import fit_kglm, stationarity
+from tests.helpers import FAMILY_NAMES, contraction_lambda, kglm_deq, sample_data
+
+N = 25
+X_IN = torch.linspace(-3, 3, N, dtype=torch.float64)[:, None]
+X_OUT = torch.linspace(-2.5, 3.5, 9, dtype=torch.float64)[:, None]
+KERNELS = {"se": build_kernel("se", lengthscale=1.0),
+           "matern32": build_kernel("matern32", lengthscale=0.8),
+           "se*periodic": build_kernel("se*periodic", lengthscale=1.0, period=3.0,
+                                       period_lengthscale=1.4)}
+
+
+def _batch(t):
+    return t[None, None]
+
+
+@pytest.mark.parametrize("kname", sorted(KERNELS))
+@pytest.mark.parametrize("fname", FAMILY_NAMES)
+def test_deq_fixed_point_and_prediction_equal_exact_kglm(fname, kname):
+    kernel, fam = KERNELS[kname], get_family(fname, trials=3, classes=3)
+    k = kernel(X_IN)
+    t = sample_data(fname, N)
+    lam = contraction_lambda(fam, k)
+    sol = fit_kglm(k, t, fam, lam)
+    assert sol.converged
+    assert stationarity(fam, k, t, sol.alpha, lam) < 1e-9
+    model = kglm_deq(fname, kernel, X_IN, X_OUT, lam)
+    with torch.no_grad():
+        z = model.fixed_point(_batch(t))[0, 0]
+        pred = model(_batch(t))[0, 0]
+    assert bool(model.last_forward.converged.all())
+    theta_star, _ = sol.predict(kernel(X_OUT, X_IN))
+    assert (z - sol.mean).abs().max() <= 1e-6
+    assert (pred - theta_star).abs().max() <= 1e-6
+
+
+def test_gaussian_closed_form():
+    kernel = KERNELS["se"]
+    k, ks = kernel(X_IN), kernel(X_OUT, X_IN)
+    y = sample_data("gaussian", N)
+    lam = 0.7  # below ||K||_2 ~ 9: forward iteration diverges here, Broyden does not
+    z_closed = k @ torch.linalg.solve(k + lam * torch.eye(N), y)
+    pred_closed = ks @ torch.linalg.solve(k + lam * torch.eye(N), y)
+    sol = fit_kglm(k, y, get_family("gaussian"), lam)
+    model = kglm_deq("gaussian", kernel, X_IN, X_OUT, lam, solver="broyden", max_iter=200)
+    with torch.no_grad():
+        z, pred = model.fixed_point(_batch(y))[0, 0], model(_batch(y))[0, 0]
+    for a, b in ((sol.mean, z_closed), (z, z_closed), (sol.predict(ks)[0], pred_closed),
+                 (pred, pred_closed)):
+        assert (a - b).abs().max() <= 1e-9
+    ridge = KernelRidge(alpha=lam, kernel="precomputed").fit(k.numpy(), y.numpy())
+    assert np.abs(ridge.dual_coef_ - sol.alpha.numpy()).max() <= 1e-8
+
+
+def _cholesky_features(k):
+    return torch.linalg.cholesky(k).numpy()
+
+
+def test_bernoulli_matches_logistic_regression():
+    kernel = build_kernel("matern32", lengthscale=0.5)
+    k = kernel(X_IN)
+    y = sample_data("bernoulli", N, seed=3)
+    lam = contraction_lambda(get_family("bernoulli"), k)
+    clf = LogisticRegression(C=1 / lam, fit_intercept=False, tol=1e-12, max_iter=10000)
+    clf.fit(_cholesky_features(k), y.numpy().astype(int))
+    theta_ref = torch.tensor(_cholesky_features(k) @ clf.coef_[0])
+    sol = fit_kglm(k, y, get_family("bernoulli"), lam)
+    model = kglm_deq("bernoulli", kernel, X_IN, X_OUT, lam)
+    with torch.no_grad():
+        z = model.fixed_point(_batch(y))[0, 0]
+    assert (sol.theta - theta_ref).abs().max() <= 1e-4
+    assert (z - torch.sigmoid(theta_ref)).abs().max() <= 1e-4
+
+
+def test_poisson_matches_poisson_regression():
+    kernel = build_kernel("matern32", lengthscale=0.5)
+    k = kernel(X_IN)
+    y = sample_data("poisson", N, seed=4)
+    lam = 2.0 * float(torch.linalg.matrix_norm(k, 2))
+    reg = PoissonRegressor(alpha=lam / N, fit_intercept=False, solver="newton-cholesky",
+                           tol=1e-12, max_iter=1000)
+    reg.fit(_cholesky_features(k), y.numpy())
+    theta_ref = torch.tensor(_cholesky_features(k) @ reg.coef_)
+    sol = fit_kglm(k, y, get_family("poisson"), lam)
+    model = kglm_deq("poisson", kernel, X_IN, X_OUT, lam)
+    with torch.no_grad():
+        z = model.fixed_point(_batch(y))[0, 0]
+    assert (sol.theta - theta_ref).abs().max() <= 1e-4
+    assert (z - torch.exp(theta_ref)).abs().max() <= 1e-4
+
+
+def test_pre_activation_form_has_the_same_fixed_point():
+    # theta = W a'(theta) + U t with the same W, U (THEORY.md section 2)
+    kernel, fam = KERNELS["se"], get_family("bernoulli")
+    k = kernel(X_IN)
+    t = sample_data("bernoulli", N)
+    lam = contraction_lambda(fam, k)
+    sol = fit_kglm(k, t, fam, lam)
+    theta = torch.zeros(N)
+    for _ in range(500):
+        theta = -k @ fam.mean(theta) / lam + k @ t / lam
+    assert (theta - sol.theta).abs().max() <= 1e-9
+
+
+def test_exact_solver_rejects_bad_input():
+    with pytest.raises(ValueError, match="lambda must be > 0"):
+        fit_kglm(torch.eye(3), torch.zeros(3), get_family("gaussian"), -1.0)
+    with pytest.raises(ValueError, match="bernoulli"):
+        fit_kglm(torch.eye(3), torch.tensor([0.0, 2.0, 1.0]), get_family("bernoulli"), 1.0)
