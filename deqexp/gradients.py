@@ -62,7 +62,9 @@ def implicit(f, z_star: Tensor, vjp, method: GradientMethod) -> Tensor:
         return z
     solve = get_solver(method.solver)
 
-    def hook(grad: Tensor) -> Tensor:
+    def hook(grad: Tensor | None) -> Tensor | None:
+        if grad is None:  # an undefined gradient stays undefined
+            return None
         res = solve(lambda u: vjp(u) + grad, grad, tol=method.tol,
                     max_iter=method.max_iter, **method.options)
         method.stats.result = res

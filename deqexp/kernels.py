@@ -279,15 +279,15 @@ def multichannel_filters(lengthscales, radius: int, coupling: float = 0.0,
     c = len(ls)
     if construction == "pd":
         out = torch.zeros(c, c, 2 * radius + 1, 2 * radius + 1, dtype=dtype)
-        for q, l in enumerate(ls):
-            out[q, q] = window_filter(SquaredExponential(l), radius, "triangle", dtype)
+        for q, ell in enumerate(ls):
+            out[q, q] = window_filter(SquaredExponential(ell), radius, "triangle", dtype)
         if coupling > 0:
             mean_l = sum(ls) / c
             out += coupling / c * window_filter(SquaredExponential(mean_l), radius, "triangle", dtype)
         return out
     if construction == "paper":
-        per = torch.stack([window_filter(SquaredExponential(max(l, 1e-6)), radius, "truncate", dtype)
-                           for l in ls])
+        per = torch.stack([window_filter(SquaredExponential(max(ell, 1e-6)), radius, "truncate", dtype)
+                           for ell in ls])
         out = per[:, None].expand(c, c, *per.shape[1:])
         return 0.5 * (out + out.transpose(0, 1))
     raise ValueError(f"unknown construction '{construction}'; choose 'pd' or 'paper'")

@@ -109,8 +109,9 @@ def anderson(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int =
         g = gs[:, :k]
         # minimise ||sum_i c_i g_i|| s.t. sum c_i = 1, via the normal equations
         gram = g @ g.transpose(1, 2)
-        gram = gram + regularisation * torch.eye(k, dtype=z.dtype, device=z.device) * (
-            1 + gram.diagonal(dim1=1, dim2=2).mean(-1, keepdim=True)[..., None])
+        # Tikhonov term relative to the residuals' size, so it never dominates near convergence
+        scale = gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
+        gram = gram + (regularisation * scale + 1e-30) * torch.eye(k, dtype=z.dtype, device=z.device)
         ones = z.new_ones(n, k, 1)
         w = torch.linalg.solve(gram, ones)
         c = w / w.sum(1, keepdim=True)

@@ -1,0 +1,86 @@
+"""THEORY.md section 5: convolutions are kernels on a pixel grid; operator norms."""
+import pytest
+import torch
+
+from deqexp import operators
+from deqexp.families import get_family
+from deqexp.inits import InitSpec, initialise
+from deqexp.kernels import build_kernel, grid_kernel_matrix, multichannel_filters, window_filter
+from deqexp.kglm import fit_kglm
+from deqexp.models import ConvDEQ, SolveSpec
+
+
+def _conv_model(family, channels, h, w, padding, spec, solver="anderson"):
+    m = ConvDEQ(channels, 5, get_family(family), padding=padding, readout="natural",
+                solver=SolveSpec(solver, 1e-13, 1000), dtype=torch.float64)
+    initialise(m, [spec], [3], image_size=(h, w))
+    return m
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("family", ["gaussian", "bernoulli", "relu"])
+def test_conv_kglm_deq_equals_dense_kglm(padding, family):
+    c, h, w = 2, 6, 7
+    spec = InitSpec("kglm", scale=0.8, coupling=0.5)
+    model = _conv_model(family, c, h, w, padding, spec)
+    gen = torch.Generator().manual_seed(0)
+    t = torch.rand(1, 1, c, h, w, generator=gen)
+    if family == "bernoulli":
+        t = (t > 0.5).double()
+    # the equivalent dense kernel: the init's input filters (K / lambda) as a matrix
+    filt = model.U[0].detach()
+    k_scaled = grid_kernel_matrix(filt, h, w, padding)  # = K / lambda
+    # K / lambda with lambda = ||K|| / scale  =>  ||K/lambda|| = scale
+    assert float(torch.linalg.matrix_norm(k_scaled, 2)) == pytest.approx(0.8, rel=1e-6)
+    sol = fit_kglm(k_scaled, t.reshape(-1), get_family(family), 1.0)  # K/lam with lambda 1
+    with torch.no_grad():
+        z = model.fixed_point(t)
+        pred = model(t)
+    assert (z.reshape(-1) - sol.mean).abs().max() <= 1e-6
+    assert (pred.reshape(-1) - sol.theta).abs().max() <= 1e-6
+
+
+def test_conv_norms_equal_dense_matrix_norms():
+    filt = torch.randn(3, 2, 5, 5)
+    h, w = 7, 8
+    for padding, method in (("circular", "exact"), ("zeros", "exact")):
+        dense = grid_kernel_matrix(filt, h, w, padding)
+        expected = float(torch.linalg.matrix_norm(dense, 2))
+        got = float(operators.conv_norm(filt, h, w, padding, method))
+        assert got == pytest.approx(expected, rel=1e-6), padding
+    zero_exact = float(torch.linalg.matrix_norm(grid_kernel_matrix(filt, h, w, "zeros"), 2))
+    assert float(operators.conv_norm(filt, h, w, "zeros", "bound")) >= zero_exact - 1e-9
+
+
+def test_theory_example_dft_versus_dense():
+    # 6x6 image, r = 2, truncated squared exponential with length-scale 1.5
+    filt = window_filter(build_kernel("se", lengthscale=1.5), 2, "truncate")[None, None]
+    dft = float(operators.conv_norm(filt, 6, 6, "zeros", "dft"))
+    dense = float(torch.linalg.matrix_norm(grid_kernel_matrix(filt, 6, 6, "zeros"), 2))
+    assert dft == pytest.approx(11.7, abs=0.05)
+    assert dense == pytest.approx(9.0, abs=0.05)
+    assert float(operators.conv_norm(filt, 6, 6, "zeros", "exact")) == pytest.approx(dense, rel=1e-6)
+
+
+def test_conv_member_filters_are_kernels_or_flagged():
+    spec = InitSpec("kglm", scale=1.0, construction="pd", coupling=0.3)
+    model = _conv_model("relu", 3, 8, 8, "zeros", spec)
+    k = grid_kernel_matrix(model.U[0].detach(), 8, 8)
+    assert float(torch.linalg.eigvalsh(k)[0]) > -1e-10
+    assert torch.allclose(model.W[0], -model.U[0]) and torch.allclose(model.V[0], model.W[0])
+    paper = multichannel_filters([2.0, 3.0, 3.5], 2, construction="paper")
+    assert float(torch.linalg.eigvalsh(grid_kernel_matrix(paper, 8, 8))[0]) < 0
+
+
+def test_random_conv_init_scale():
+    spec = InitSpec("random", scale=19.0 * 0.5)
+    model = _conv_model("relu", 3, 8, 8, "zeros", spec)
+    assert float(model.W.detach().std()) == pytest.approx(0.5, rel=0.1)
+
+
+def test_conv_adjoint_is_the_transpose():
+    filt = torch.randn(2, 3, 5, 5)
+    for padding in ("zeros", "circular"):
+        dense = grid_kernel_matrix(filt, 6, 6, padding)
+        adj = grid_kernel_matrix(operators.adjoint_filters(filt), 6, 6, padding)
+        assert torch.allclose(adj, dense.T, atol=1e-12)

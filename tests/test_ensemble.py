@@ -1,0 +1,73 @@
+"""The ensemble axis: E members behave exactly like E separate layers."""
+import torch
+
+from deqexp.families import get_family
+from deqexp.gradients import GradientMethod
+from deqexp.inits import InitSpec, initialise
+from deqexp.kernels import build_kernel
+from deqexp.models import ConvDEQ, DenseDEQ, SolveSpec
+
+N, M = 10, 6
+X = torch.linspace(-2, 2, N, dtype=torch.float64)[:, None]
+XO = torch.linspace(-1, 3, M, dtype=torch.float64)[:, None]
+SPECS = [InitSpec("kglm", scale=1.0), InitSpec("random", scale=None), InitSpec("naive", scale=0.9),
+         InitSpec("random", scale=5.0)]
+
+
+def _dense(specs, seeds):
+    m = DenseDEQ(N, N, M, get_family("tanh"), ensemble=len(specs), dtype=torch.float64,
+                 solver=SolveSpec("forward", 1e-8, 60), gradient=GradientMethod("implicit", tol=1e-10))
+    initialise(m, specs, seeds, kernel=build_kernel("se"), x_in=X, x_out=XO)
+    return m
+
+
+def _conv(specs, seeds):
+    m = ConvDEQ(2, 5, get_family("relu"), ensemble=len(specs), dtype=torch.float64,
+                solver=SolveSpec("anderson", 1e-8, 60), gradient=GradientMethod("implicit", tol=1e-10))
+    initialise(m, specs, seeds, image_size=(8, 8))
+    return m
+
+
+def _grads(model, t, target):
+    model.zero_grad()
+    out = model(t)
+    # sum of per-member mean losses: each member's gradient is its own loss's gradient
+    loss = ((out - target) ** 2).flatten(1).mean(1).sum()
+    loss.backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _check(builder, t, target, specs):
+    seeds = list(range(len(specs)))
+    out_all, g_all = _grads(builder(specs, seeds), t, target)
+    for e, (spec, seed) in enumerate(zip(specs, seeds)):
+        te = t[e : e + 1] if t.shape[0] > 1 else t
+        out_e, g_e = _grads(builder([spec], [seed]), te, target[e : e + 1])
+        assert (out_all[e] - out_e[0]).abs().max() <= 1e-6
+        for name in g_e:
+            assert (g_all[name][e] - g_e[name][0]).abs().max() <= 1e-6, name
+
+
+def test_dense_ensemble_equals_separate_layers_per_member_data():
+    t = torch.randn(len(SPECS), 5, N)
+    _check(_dense, t, torch.randn(len(SPECS), 5, M), SPECS)
+
+
+def test_dense_ensemble_with_shared_data():
+    t = torch.randn(1, 5, N)
+    _check(_dense, t, torch.randn(len(SPECS), 5, M), SPECS)
+
+
+def test_conv_ensemble_equals_separate_layers():
+    specs = [InitSpec("kglm", scale=0.5), InitSpec("random", scale=1.0), InitSpec("kglm", scale=0.9)]
+    t = torch.rand(1, 3, 2, 8, 8)
+    _check(_conv, t, torch.rand(len(specs), 3, 2, 8, 8), specs)
+
+
+def test_frozen_members_get_zero_gradients():
+    specs = [InitSpec("kglm"), InitSpec("random", freeze_q=True)]
+    m = _dense(specs, [0, 1])
+    assert torch.equal(m.Q[1], torch.zeros(M, N))
+    _grads(m, torch.randn(2, 3, N), torch.randn(2, 3, M))
+    m.mask_gradients()
+    assert m.Q.grad[1].abs().max() == 0 and m.Q.grad[0].abs().max() > 0

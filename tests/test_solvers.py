@@ -1,0 +1,109 @@
+"""THEORY.md section 4: convergence of the forward iteration; solver contract."""
+import pytest
+import torch
+
+from deqexp.families import get_family
+from deqexp.kernels import build_kernel
+from deqexp.solvers import anderson, broyden, forward_iteration, get_solver, relative_residual
+
+SOLVERS = [forward_iteration, anderson, broyden]
+
+
+def _tanh_map(lam_factor, n=20, batch=6, members=2, seed=0):
+    """z -> tanh(W z + U t) at kGLM weights with lambda = lam_factor * ||K||_2 (sup a'' = 1)."""
+    x = torch.linspace(-3, 3, n)[:, None]
+    k = build_kernel("se")(x)
+    lam = lam_factor * float(torch.linalg.matrix_norm(k, 2))
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(members, batch, n, generator=g)
+    fam = get_family("tanh")
+
+    def f(z):
+        return fam.mean(-(z @ k) / lam + (t @ k) / lam)
+
+    return f, (members, batch, n), g
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_contraction_converges_from_random_starts(solver):
+    f, shape, g = _tanh_map(1.2)
+    ends = []
+    for _ in range(3):
+        z0 = 5 * torch.randn(shape, generator=g)
+        res = solver(f, z0, tol=1e-10, max_iter=300)
+        assert bool(res.converged.all())
+        assert relative_residual(f(res.z), res.z).max() <= 1e-9
+        ends.append(res.z)
+    # unique fixed point
+    assert (ends[0] - ends[1]).abs().max() < 1e-8 and (ends[0] - ends[2]).abs().max() < 1e-8
+
+
+def test_forward_iteration_converges_linearly_at_the_contraction_rate():
+    f, shape, g = _tanh_map(2.0)
+    res = forward_iteration(f, torch.zeros(shape), tol=1e-14, max_iter=200)
+    trace = res.trace[:, 0, 0]
+    ratios = trace[5:15] / trace[4:14]
+    assert (ratios <= 0.5 + 1e-6).all()  # ||J|| <= sup a'' ||K|| / lambda = 0.5
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_divergence_is_flagged_not_raised(solver):
+    def f(z):
+        return torch.exp(z) + 2  # no fixed point: forward iterates overflow to inf, then NaN
+    res = solver(f, torch.ones(2, 3, 4), tol=1e-6, max_iter=40)
+    assert not bool(res.converged.any())
+    assert res.iterations.max() == 40 and res.steps == 40
+
+
+def test_nan_input_reports_not_converged():
+    for solver in SOLVERS:
+        res = solver(lambda z: z * float("nan"), torch.ones(1, 2, 3), tol=1e-4, max_iter=7)
+        assert not bool(res.converged.any())
+        assert res.steps <= 7
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_per_sample_results_do_not_depend_on_the_batch(solver):
+    f_all, shape, g = _tanh_map(1.1, batch=5, members=1)
+    z0 = torch.randn(shape, generator=g)
+    full = solver(f_all, z0, tol=1e-6, max_iter=100)
+    # the same map restricted to sample 2 alone
+    x = torch.linspace(-3, 3, shape[-1])[:, None]
+    k = build_kernel("se")(x)
+    lam = 1.1 * float(torch.linalg.matrix_norm(k, 2))
+    t = torch.randn(1, 5, shape[-1], generator=torch.Generator().manual_seed(0))[:, 2:3]
+    alone = solver(lambda z: torch.tanh(-(z @ k) / lam + (t @ k) / lam), z0[:, 2:3],
+                   tol=1e-6, max_iter=100)
+    assert torch.allclose(full.z[:, 2:3], alone.z, atol=1e-12)
+    assert full.iterations[0, 2] == alone.iterations[0, 0]
+
+
+def test_check_every_changes_cost_not_values():
+    f, shape, g = _tanh_map(1.1)
+    z0 = torch.randn(shape, generator=g)
+    a = anderson(f, z0, tol=1e-6, max_iter=80, check_every=1)
+    b = anderson(f, z0, tol=1e-6, max_iter=80, check_every=7)
+    assert torch.equal(a.z, b.z) and torch.equal(a.iterations, b.iterations)
+    assert b.steps >= a.steps
+
+
+def test_accelerated_solvers_use_fewer_iterations_than_forward():
+    f, shape, g = _tanh_map(1.01)
+    z0 = torch.zeros(shape)
+    its = {s.__name__: s(f, z0, tol=1e-8, max_iter=500).iterations.float().mean()
+           for s in SOLVERS}
+    assert its["anderson"] < its["forward_iteration"]
+    assert its["broyden"] < its["forward_iteration"]
+
+
+def test_damping_and_result_fields():
+    f, shape, g = _tanh_map(1.5)
+    res = forward_iteration(f, torch.zeros(shape), tol=1e-8, max_iter=300, damping=0.5)
+    assert bool(res.converged.all())
+    assert res.trace.shape[1:] == shape[:2] and res.trace.shape[0] == res.steps
+    assert res.iterations.shape == shape[:2]
+
+
+def test_unknown_solver():
+    with pytest.raises(ValueError, match="choose one of"):
+        get_solver("newton")
