@@ -163,18 +163,17 @@ def _pick(x: Tensor, n: int, gen: torch.Generator) -> Tensor:
 
 
 def _image_data(train: Tensor, test: Tensor, seed: int, n_train: int, n_test: int,
-                corruption: dict) -> Data:
+                corruption: str, **opts) -> Data:
     gen = _gen(seed)
     train, test = _pick(train, n_train, gen), _pick(test, n_test, gen)
-    kind = corruption.get("kind", "noise")
-    opts = {k: v for k, v in corruption.items() if k != "kind"}
-    return Data(corrupt(train, kind, gen, **opts), train, corrupt(test, kind, gen, **opts), test,
-                "mse", "[0,1]")
+    return Data(corrupt(train, corruption, gen, **opts), train,
+                corrupt(test, corruption, gen, **opts), test, "mse", "[0,1]")
 
 
 def skimage_images(seed: int, patch: int = 32, channels: int = 3, n_train: int = 500,
-                   n_test: int = 100, train_images=SKIMAGE_TRAIN, test_images=SKIMAGE_TEST,
-                   corruption: dict | None = None, **_) -> Data:
+                   n_test: int = 100, train_images: tuple = SKIMAGE_TRAIN,
+                   test_images: tuple = SKIMAGE_TEST, corruption: str = "noise", noise_std: float = 0.2,
+                   blur_low: float = 0.0, blur_high: float = 3.0, **_) -> Data:
     """E2/E3 default: patches of scikit-image's bundled colour images, split by source image."""
     import skimage.data
 
@@ -186,8 +185,8 @@ def skimage_images(seed: int, patch: int = 32, channels: int = 3, n_train: int =
             out.append(_patches(img[:channels], patch))
         return torch.cat(out)
 
-    return _image_data(load(train_images), load(test_images), seed, n_train, n_test,
-                       corruption or {})
+    return _image_data(load(train_images), load(test_images), seed, n_train, n_test, corruption,
+                       noise_std=noise_std, blur_low=blur_low, blur_high=blur_high)
 
 
 def _require_dir(root, what: str, expected: str) -> Path:
@@ -220,16 +219,19 @@ def read_cifar10(root) -> tuple[Tensor, Tensor]:
     return load([f"data_batch_{i}" for i in range(1, 6)]), load(["test_batch"])
 
 
-def cifar10(seed: int, root=None, n_train: int = 5000, n_test: int = 1000,
-            corruption: dict | None = None, **_) -> Data:
+def cifar10(seed: int, root: str | None = None, n_train: int = 5000, n_test: int = 1000,
+            corruption: str = "noise", noise_std: float = 0.2,
+            blur_low: float = 0.0, blur_high: float = 3.0, **_) -> Data:
     """CIFAR-10 from a local folder, corrupted as configured (E2)."""
     train, test = read_cifar10(root)
-    return _image_data(train, test, seed, n_train, n_test, corruption or {})
+    return _image_data(train, test, seed, n_train, n_test, corruption,
+                       noise_std=noise_std, blur_low=blur_low, blur_high=blur_high)
 
 
-def hyperspectral(seed: int, root=None, channels: int = 13, patch: int = 32, n_train: int = 0,
-                  n_test: int = 0, test_fraction: float = 1 / 7, corruption: dict | None = None,
-                  **_) -> Data:
+def hyperspectral(seed: int, root: str | None = None, channels: int = 13, patch: int = 32,
+                  n_train: int = 0, n_test: int = 0, test_fraction: float = 1 / 7,
+                  corruption: str = "noise", noise_std: float = 0.2,
+                  blur_low: float = 0.0, blur_high: float = 3.0, **_) -> Data:
     """Multi-channel TIFFs from a local folder: first ``channels`` bands, split by file (E2/E3)."""
     import tifffile
 
@@ -256,7 +258,8 @@ def hyperspectral(seed: int, root=None, channels: int = 13, patch: int = 32, n_t
 
     train = torch.cat([load(f) for i, f in enumerate(files) if i not in test_idx])
     test = torch.cat([load(f) for i, f in enumerate(files) if i in test_idx])
-    return _image_data(train, test, seed, n_train, n_test, corruption or {})
+    return _image_data(train, test, seed, n_train, n_test, corruption,
+                       noise_std=noise_std, blur_low=blur_low, blur_high=blur_high)
 
 
 # --------------------------------------------------------------------------- E4
@@ -309,7 +312,7 @@ def binary_digits(seed: int, size: int = 28, n_train: int = 200, n_test: int = 5
                        threshold, flip_fraction)
 
 
-def mnist(seed: int, root=None, n_train: int = 1000, n_test: int = 200, threshold: float = 0.0,
+def mnist(seed: int, root: str | None = None, n_train: int = 1000, n_test: int = 200, threshold: float = 0.0,
           flip_fraction: float = 1 / 3, **_) -> Data:
     """MNIST from local IDX files, binarised (pixel > 0) with flipped pixels (E4)."""
     root = _require_dir(root, "mnist", "the IDX files train-images-idx3-ubyte and "

@@ -24,6 +24,9 @@ from .models import ConvDEQ, DenseDEQ
 
 Tensor = torch.Tensor
 INITS = ("kglm", "naive", "random")
+# each init's own default scale: ||W||_2 = 1 for the kernel inits (lambda = ||K||_2, as in E1),
+# None (the framework's default layer init) for random
+DEFAULT_SCALE = {"kglm": 1.0, "naive": 1.0, "random": None}
 
 
 @dataclass

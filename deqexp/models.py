@@ -94,16 +94,34 @@ class _DEQ(nn.Module):
     def unfreeze(self, name: str) -> None:
         self.frozen.pop(name, None)
 
-    def mask_gradients(self, members: Tensor | None = None) -> None:
-        """Zero the gradients of frozen parameters and of ``members`` (e.g. diverged ones)."""
+    def _member_mask(self, name: str, dead: Tensor | None) -> Tensor | None:
+        mask = self.frozen.get(name)
+        mask = None if mask is None else mask.to(self.W.device)
+        if dead is not None:
+            mask = dead if mask is None else (mask | dead)
+        return mask
+
+    def mask_gradients(self, dead: Tensor | None = None) -> None:
+        """Zero the gradients of frozen parameters and of ``dead`` members (e.g. diverged ones).
+
+        ``torch.where`` rather than boolean indexing: no host sync, and NaN gradients are cleared.
+        """
         for name, p in self.named_parameters():
-            if p.grad is None:
-                continue
-            mask = self.frozen.get(name)
-            if members is not None:
-                mask = members if mask is None else (mask | members)
-            if mask is not None:
-                p.grad[mask.to(p.device)] = 0
+            mask = self._member_mask(name, dead)
+            if p.grad is not None and mask is not None:
+                p.grad = torch.where(mask.view(-1, *[1] * (p.dim() - 1)), 0.0, p.grad)
+
+    def snapshot(self) -> dict[str, Tensor]:
+        """A copy of the parameters, to undo an optimiser step for frozen or dead members."""
+        return {n: p.detach().clone() for n, p in self.named_parameters()}
+
+    def restore(self, snapshot: dict[str, Tensor], dead: Tensor | None = None) -> None:
+        """Put back the snapshot's values of frozen parameters and of ``dead`` members."""
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                mask = self._member_mask(name, dead)
+                if mask is not None:
+                    p.copy_(torch.where(mask.view(-1, *[1] * (p.dim() - 1)), snapshot[name], p))
 
 
 def _mm(w: Tensor, x: Tensor) -> Tensor:

@@ -1,0 +1,77 @@
+"""The ``deqexp`` console script: sub-commands ``train`` (Hydra), ``verify`` and ``report``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+USAGE = """usage: deqexp <command> [args]
+
+Deep equilibrium models initialised as kernelised GLMs (Tsuchida et al., ICLR 2022).
+
+commands:
+  train     train and evaluate a DEQ (Hydra: key=value overrides, -m for sweeps);
+            `deqexp train --help` lists the config groups and options
+  verify    check that kGLM-initialised DEQs solve their kGLMs exactly (a table; exit 1 on failure)
+  report    aggregate finished runs into tables, figures and REPORT.md under results/paper
+
+examples:
+  deqexp train init=kglm
+  deqexp train -m init=kglm,naive,random trainer.seed=0,1,2 launcher=joblib
+  deqexp verify
+  deqexp report --profile quick
+"""
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def _dirname(overrides: str) -> str:
+    """Folder name of a run from its overrides ('defaults' when there are none)."""
+    name = overrides.replace("/", "_") if overrides else "defaults"
+    return name[:200]
+
+
+def train_main(argv: list[str]) -> None:
+    """Run the Hydra app with ``argv`` as its command line."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    from .config import register
+
+    register()
+    if not OmegaConf.has_resolver("deqexp_dirname"):
+        OmegaConf.register_new_resolver("deqexp_dirname", _dirname)
+
+    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+    def app(cfg) -> None:
+        from .train import run_from_hydra
+
+        run_from_hydra(cfg)
+
+    sys.argv = ["deqexp train", *argv]
+    app()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: dispatch on the first word."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        train_main(rest)
+    elif command == "verify":
+        from .verify import main as verify_main
+
+        sys.exit(verify_main(rest))
+    elif command == "report":
+        from .report import main as report_main
+
+        sys.exit(report_main(rest))
+    else:
+        print(f"deqexp: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
