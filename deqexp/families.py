@@ -63,6 +63,11 @@ class Family:
         """``a''(theta) v``: the activation's Jacobian applied to ``v`` (it is symmetric)."""
         return self.variance(theta) * v
 
+    def sample(self, theta: Tensor, gen: torch.Generator) -> Tensor:
+        """Draw data at natural parameters ``theta`` (M-estimators: mean plus unit Gaussian noise)."""
+        mean = self.mean(theta)
+        return mean + torch.randn(mean.shape, generator=gen, dtype=mean.dtype)
+
     def validate(self, y: Tensor) -> None:
         """Raise :class:`FamilyDataError` naming the problem when ``y`` is outside the support."""
         if not torch.isfinite(y).all():
@@ -114,6 +119,9 @@ class Bernoulli(Family):
         p = torch.sigmoid(theta)
         return p * (1 - p)
 
+    def sample(self, theta, gen):
+        return torch.bernoulli(torch.sigmoid(theta), generator=gen)
+
     def validate(self, y):
         _check_values(self, y, (y == 0) | (y == 1), "{0, 1}")
 
@@ -138,6 +146,10 @@ class Binomial(Family):
         p = torch.sigmoid(theta)
         return self.trials * p * (1 - p)
 
+    def sample(self, theta, gen):
+        p = torch.sigmoid(theta)[..., None].expand(*theta.shape, self.trials)
+        return torch.bernoulli(p, generator=gen).sum(-1)
+
     def validate(self, y):
         ok = (y >= 0) & (y <= self.trials) & (y == torch.round(y))
         _check_values(self, y, ok, f"the integers 0..{self.trials}")
@@ -156,6 +168,9 @@ class Poisson(Family):
 
     def variance(self, theta):
         return torch.exp(theta)
+
+    def sample(self, theta, gen):
+        return torch.poisson(torch.exp(theta), generator=gen)
 
     def validate(self, y):
         _check_values(self, y, y >= 0, "[0, inf) (counts)")
@@ -176,6 +191,12 @@ class Spin(Family):
 
     def variance(self, theta):
         return 1 - torch.tanh(theta) ** 2
+
+    def sample(self, theta, gen):
+        if not self.likelihood:
+            return super().sample(theta, gen)
+        # P(y = +1) = e^theta / (2 cosh theta) = sigmoid(2 theta)
+        return 2 * torch.bernoulli(torch.sigmoid(2 * theta), generator=gen) - 1
 
     def validate(self, y):
         if self.likelihood:
@@ -200,6 +221,11 @@ class Categorical(Family):
         p = torch.softmax(theta, dim=-1)
         pv = p * v
         return pv - p * pv.sum(-1, keepdim=True)
+
+    def sample(self, theta, gen):
+        p = torch.softmax(theta, dim=-1).reshape(-1, self.classes)
+        idx = torch.multinomial(p, 1, generator=gen).reshape(theta.shape[:-1])
+        return F.one_hot(idx, self.classes).to(theta.dtype)
 
     def validate(self, y):
         if y.shape[-1] != self.classes:

@@ -1,0 +1,25 @@
+"""Run the deqexp console script in a subprocess and read what a run wrote."""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+COLUMNS = ["member", "seed", "init", "epoch", "train_loss", "test_loss", "fwd_iters_mean",
+           "fwd_iters_max", "fwd_residual", "converged_frac", "bwd_iters_mean", "op_norm_W",
+           "op_norm_U", "epoch_time_s", "status"]
+
+
+def deqexp(*args, cwd=None, env=None, timeout=300):
+    """``deqexp ARGS`` as a subprocess; returns the CompletedProcess (text)."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_SILENT": "true", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "deqexp.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, env=full_env, timeout=timeout)
+
+
+def run_dir_args(path):
+    return [f"hydra.run.dir={path}"]
+
+
+def metrics(run_dir):
+    return pd.read_csv(run_dir / "metrics.csv")
