@@ -30,16 +30,32 @@ def _dirname(overrides: str) -> str:
     return name[:200]
 
 
+def _logspace(*args) -> list[float]:
+    """``${deqexp_logspace:a,b,n[,a2,b2,n2,...]}``: concatenated numpy-style logspaces."""
+    import numpy as np
+
+    out = []
+    for i in range(0, len(args), 3):
+        out += [float(v) for v in np.logspace(float(args[i]), float(args[i + 1]), int(args[i + 2]))]
+    return out
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    for name, fn in (("deqexp_dirname", _dirname), ("deqexp_logspace", _logspace)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
 def train_main(argv: list[str]) -> None:
     """Run the Hydra app with ``argv`` as its command line."""
     import hydra
-    from omegaconf import OmegaConf
 
     from .config import register
 
     register()
-    if not OmegaConf.has_resolver("deqexp_dirname"):
-        OmegaConf.register_new_resolver("deqexp_dirname", _dirname)
+    register_resolvers()
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
     def app(cfg) -> None:

@@ -23,6 +23,8 @@ from .inits import DEFAULT_SCALE, INITS, InitSpec
 from .kernels import BASE_KERNELS
 from .solvers import SOLVERS
 
+TASKS = ("train", "kglm_agreement", "init_timing")
+
 
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the key and the valid choices."""
@@ -127,6 +129,17 @@ class LoggerConf:
 
 
 @dataclass
+class TimingConf:
+    """task=init_timing (E5): layer sizes to time and trials per size."""
+
+    widths: List[int] = field(default_factory=lambda: [50, 100, 200, 500, 1000])
+    channels: List[int] = field(default_factory=lambda: [1, 3, 7, 15, 31, 63])
+    trials: int = 10
+    kernel_size: int = 5
+    image_size: int = 32
+
+
+@dataclass
 class Config:
     dataset: Any = MISSING
     family: FamilyConf = MISSING
@@ -138,7 +151,10 @@ class Config:
     trainer: TrainerConf = MISSING
     logger: LoggerConf = MISSING
     name: str = "default"        # experiment name: W&B group and output folder
+    task: str = "train"          # train | kglm_agreement (E4) | init_timing (E5)
+    output_root: str = "."       # runs/ and multirun/ are made under it
     force: bool = False          # rerun even if a completed run with this config exists
+    timing: TimingConf = field(default_factory=TimingConf)
 
 
 # --------------------------------------------------------------------------- dataset schemas
@@ -209,6 +225,7 @@ def _positive(key: str, value, strict: bool = True) -> None:
 
 def validate(cfg) -> None:
     """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
+    _choice("task", cfg.task, TASKS)
     fwd, bwd = cfg.solver.forward, cfg.solver.backward
     _choice("solver.forward.name", fwd.name, SOLVERS)
     _choice("solver.backward.name", bwd.name, SOLVERS)

@@ -124,6 +124,22 @@ class Polynomial(Kernel):
 
 
 @dataclass
+class SameDirection(Kernel):
+    """``variance`` where two locations point the same way (cosine similarity 1), else 0.
+
+    An equivalence relation's indicator, so PSD. On standardised 1-D positions it
+    splits a sequence into its two halves: the paper's informed kernel for E6.
+    """
+
+    variance: float = 1.0
+
+    def matrix(self, x1, x2):
+        u1 = x1 / x1.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        u2 = x2 / x2.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        return self.variance * ((u1 @ u2.T) > 1 - 1e-9).to(x1.dtype)
+
+
+@dataclass
 class Product(Kernel):
     """Pointwise product of kernels (a kernel by the Schur product theorem)."""
 
@@ -157,6 +173,7 @@ BASE_KERNELS = {
     "periodic": Periodic,
     "linear": Linear,
     "polynomial": Polynomial,
+    "same_direction": SameDirection,
 }
 
 # which keyword each base kernel takes from the flat kernel config
@@ -168,6 +185,7 @@ _KERNEL_ARGS = {
     "periodic": ("period_lengthscale", "variance", "period"),
     "linear": ("variance", "offset"),
     "polynomial": ("variance", "offset", "degree"),
+    "same_direction": ("variance",),
 }
 
 

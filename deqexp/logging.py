@@ -62,11 +62,11 @@ def _jsonable(v):
 
 
 class CsvLog:
-    """``metrics.csv``: one row per (member, epoch), flushed every epoch."""
+    """A CSV of rows (``metrics.csv``: one per member and epoch), flushed after every write."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, columns: list[str] = METRIC_COLUMNS):
         self.fh = open(path, "w", newline="")
-        self.writer = csv.DictWriter(self.fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        self.writer = csv.DictWriter(self.fh, fieldnames=columns, extrasaction="ignore")
         self.writer.writeheader()
 
     def log(self, rows: list[dict]) -> None:

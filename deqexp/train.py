@@ -33,7 +33,7 @@ from .models import ConvDEQ, DenseDEQ, SolveSpec
 
 Tensor = torch.Tensor
 # keys that do not change a run's results: left out of its fingerprint and folder name
-NON_RESULT_KEYS = ("force", "logger", "trainer.device", "trainer.threads")
+NON_RESULT_KEYS = ("force", "logger", "trainer.device", "trainer.threads", "output_root")
 
 
 @dataclass
@@ -269,8 +269,25 @@ def _optimizer(cfg, model, steps: int):
 
 
 # --------------------------------------------------------------------------- the job
+def run_analysis(cfg, folder: RunFolder) -> dict:
+    """A non-training task (E4 agreement, E5 timing): its CSV, summary.json and the marker."""
+    from . import analyses
+
+    validate(cfg)
+    reset_global_state(cfg)
+    folder.start()
+    t0 = time.perf_counter()
+    summary = getattr(analyses, cfg.task)(cfg, folder)
+    summary.update(config=OmegaConf.to_container(cfg, resolve=True), run_dir=str(folder.path),
+                   total_time_s=round(time.perf_counter() - t0, 3), torch=torch.__version__)
+    folder.finish(summary)
+    return summary
+
+
 def train_job(cfg, folder: RunFolder, run_name: str = "default") -> dict:
     """Train and evaluate one job; write metrics.csv, W&B, summary.json and the marker."""
+    if cfg.task != "train":
+        return run_analysis(cfg, folder)
     validate(cfg)
     reset_global_state(cfg)
     device = resolve_device(cfg.trainer.device)
@@ -412,12 +429,14 @@ def run_from_hydra(cfg) -> dict | None:
     if folder.is_complete() and not cfg.force:
         summary = folder.summary()
         print(f"deqexp: already complete, skipped (force=true reruns it): {run_dir}")
-        print(describe_summary(summary, run_dir))
+        if "members" in summary:
+            print(describe_summary(summary, run_dir))
         return summary
     try:
         summary = train_job(cfg, folder, run_name)
     except (ConfigError, DataError, FamilyDataError) as err:
         print(f"deqexp train: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(describe_summary(summary, run_dir))
+    print(describe_summary(summary, run_dir) if "members" in summary
+          else f"{cfg.task} complete; files: {run_dir}")
     return summary

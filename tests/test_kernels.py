@@ -102,3 +102,14 @@ def test_multichannel_pd_construction_is_psd_and_paper_flagged():
     paper = grid_kernel_matrix(multichannel_filters(ls, 2, construction="paper"), 10, 10)
     assert torch.allclose(paper, paper.T)
     assert float(torch.linalg.eigvalsh(paper)[0]) < -0.1  # length-scales above ~1: indefinite
+
+
+def test_same_direction_kernel_splits_standardised_positions():
+    x = torch.arange(6, dtype=torch.float64)
+    x = ((x - x.mean()) / x.std())[:, None]
+    k = build_kernel("same_direction")(x)
+    expected = torch.zeros(6, 6)
+    expected[:3, :3] = 1
+    expected[3:, 3:] = 1
+    assert torch.equal(k, expected)
+    assert build_kernel("same_direction").min_eigenvalue(x) > -1e-12

@@ -1,0 +1,52 @@
+"""`make reproduce-paper` end to end at the smoke profile, and the SLURM launcher path."""
+import json
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.cli import deqexp
+
+pytestmark = pytest.mark.slow
+
+
+def test_reproduce_paper_smoke(tmp_path):
+    out = tmp_path / "results"
+    p = subprocess.run([sys.executable, "scripts/reproduce_paper.py", "--profile", "smoke",
+                        "--root", str(tmp_path), "--out", str(out), "--", "logger=csv"],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for name in ("e1_test_loss", "e2_sweep", "e3_sweep", "e4_agreement", "e5_timing", "e6_test_loss"):
+        table = pd.read_csv(out / f"{name}.csv")
+        assert len(table) > 0
+        numbers = table.select_dtypes("number").drop(columns=["best_std_over_seeds"], errors="ignore")
+        assert numbers.map(math.isfinite).all().all(), name
+        assert (out / f"{name}.md").read_text().startswith("|")
+    for fig in ("e1_test_loss", "e2_loss_vs_norm", "e3_loss_vs_norm", "e4_panel", "e5_timing",
+                "e6_test_loss"):
+        assert (out / f"{fig}.png").stat().st_size > 5000
+    report = (out / "REPORT.md").read_text()
+    for exp in ("E1", "E2", "E3", "E4", "E5", "E6"):
+        assert f"## {exp}:" in report
+    claims = json.loads((out / "claims.json").read_text())
+    assert claims["e4"]["held"] is True  # agreement to numerical precision at kglm init
+    e1 = pd.read_csv(out / "e1_test_loss.csv")
+    assert set(e1.init) == {"kglm", "naive", "random"}
+    # rerunning finds every job complete
+    again = subprocess.run([sys.executable, "scripts/reproduce_paper.py", "--profile", "smoke",
+                            "--root", str(tmp_path), "--out", str(out), "--only", "e1", "--",
+                            "logger=csv"], capture_output=True, text=True, timeout=300)
+    assert "already complete" in again.stdout
+
+
+def test_slurm_launcher_through_submitit_local(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = deqexp("train", "-m", "launcher=slurm_local", "logger=csv", "trainer.epochs=1",
+               "dataset.n_train=16", "dataset.n_test=4", "trainer.seed=0,1",
+               f"hydra.sweep.dir={sweep}", timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = sorted(d for d in sweep.iterdir() if d.is_dir() and "trainer.seed=" in d.name)
+    assert len(runs) == 2 and all((d / "COMPLETE").exists() for d in runs)
+    assert (sweep / ".submitit").is_dir()
