@@ -155,11 +155,19 @@ def sweep_figure(df: pd.DataFrame, path: Path, title: str) -> None:
     epochs = sorted(df.epoch.unique())
     fig, axes = plt.subplots(1, len(epochs), figsize=(3.2 * len(epochs), 3.2), sharey=True)
     axes = np.atleast_1d(axes)
+    finite = df[np.isfinite(df.test_loss)]
+    # losses far above the bulk (blown-up members) are drawn at the cap as triangles
+    cap = 100 * float(finite[finite.epoch == 0].test_loss.median()) if len(finite) else np.inf
     for ax, e in zip(axes, epochs):
-        g = df[(df.epoch == e) & np.isfinite(df.test_loss)]
+        g = finite[finite.epoch == e]
         for init, gi in g.groupby("init", sort=False):
             norm = 0.5 * (gi.op_norm_W + gi.op_norm_U)
-            ax.scatter(norm, gi.test_loss, s=10, alpha=0.6, color=COLORS.get(init), label=init)
+            high = gi.test_loss > cap
+            ax.scatter(norm[~high], gi.test_loss[~high], s=10, alpha=0.6, color=COLORS.get(init),
+                       label=init)
+            if high.any():
+                ax.scatter(norm[high], np.full(int(high.sum()), cap), s=22, marker="^",
+                           color=COLORS.get(init), label=f"{init}: loss > {cap:.2g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"epoch {e}", fontsize=9)

@@ -90,7 +90,7 @@ def forward_iteration(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_it
 
 
 def anderson(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int = 50,
-             memory: int = 5, mixing: float = 1.0, regularisation: float = 1e-8,
+             memory: int = 5, mixing: float = 1.0, regularisation: float = 1e-6,
              check_every: int | None = None, **_) -> SolverResult:
     """Anderson acceleration (type II) with ``memory`` past iterates, per sample."""
     loop = _Loop(z0, tol, max_iter, check_every)
@@ -113,8 +113,13 @@ def anderson(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int =
         scale = gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
         gram = gram + (regularisation * scale + 1e-30) * torch.eye(k, dtype=z.dtype, device=z.device)
         ones = z.new_ones(n, k, 1)
-        w = torch.linalg.solve(gram, ones)
+        w, info = torch.linalg.solve_ex(gram, ones)  # no error (and no sync) on a singular system
         c = w / w.sum(1, keepdim=True)
+        # a singular or non-finite system (e.g. a frozen sample's repeated history): plain step
+        last = torch.zeros_like(c)
+        last[:, slot] = 1
+        ok = (info == 0)[:, None, None] & torch.isfinite(c).all(1, keepdim=True)
+        c = torch.where(ok, c, last)
         new = (c.transpose(1, 2) @ (xs[:, :k] + mixing * g)).reshape(shape)
         z = torch.where(active, new, z)
         if loop.should_stop(step):

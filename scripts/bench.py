@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""deqexp benchmarks: one table, every ratio measured in the same run (`make bench`).
+
+1. solvers at E1's size: forward + implicit backward, per solver and init, next to torchdeq's
+   solvers of the same names (if torchdeq is installed: pip install -e '.[bench]');
+2. one E1 training epoch: deqexp against a textbook DEQ written below (residual `.item()`
+   every iteration, hook-based backward, input injection recomputed every iteration), same data,
+   init, tolerance and max_iter;
+3. ensemble scaling: epoch time for E members / (E x the one-member time);
+4. one E2 epoch on 32x32 3-channel images: images per second, forward and backward.
+
+Writes results/bench/bench.csv and bench.md. `--quick` shrinks every size (for the tests).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from deqexp.data import skimage_images, smooth  # noqa: E402
+from deqexp.families import get_family  # noqa: E402
+from deqexp.gradients import GradientMethod  # noqa: E402
+from deqexp.inits import InitSpec, initialise  # noqa: E402
+from deqexp.kernels import build_kernel  # noqa: E402
+from deqexp.models import ConvDEQ, DenseDEQ, SolveSpec  # noqa: E402
+from deqexp.solvers import relative_residual  # noqa: E402
+
+E1_KERNEL = build_kernel("se*periodic", lengthscale=1.0, period=math.pi, period_lengthscale=math.sqrt(2))
+ROWS: list[dict] = []
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeat: int) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` calls after one warm-up call."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def add(section, case, metric, value, ratio=None, note=""):
+    ROWS.append({"section": section, "case": case, "metric": metric, "value": value,
+                 "ratio": ratio, "note": note})
+    r = "" if ratio is None else f"  ratio {ratio:.3g}"
+    print(f"[{section}] {case:<42} {metric:<22} {value:.4g}{r} {note}", flush=True)
+
+
+def e1_model(init: str, solver: str, tol: float, max_iter: int, ensemble: int, device, dtype):
+    data = smooth(0, n_train=1, n_test=1)
+    n = data.x_in.shape[0]
+    m = DenseDEQ(n, n, n, get_family("tanh"), ensemble, solver=SolveSpec(solver, tol, max_iter),
+                 gradient=GradientMethod("implicit", solver, tol, max_iter), dtype=torch.float64)
+    specs = [InitSpec(init, scale=1.0 if init == "kglm" else None)] * ensemble
+    initialise(m, specs, list(range(ensemble)), kernel=E1_KERNEL, x_in=data.x_in, x_out=data.x_out)
+    return m.to(device=device, dtype=dtype)
+
+
+def e1_batch(n_train: int, members: int, device, dtype):
+    ds = [smooth(s, n_train=n_train, n_test=1) for s in range(members)]
+    x = torch.stack([d.train_input for d in ds]).to(device, dtype)
+    y = torch.stack([d.train_target for d in ds]).to(device, dtype)
+    return x, y
+
+
+# --------------------------------------------------------------------------- 1. solvers
+def bench_solvers(n_train, device, dtype, repeat, tol=1e-4, max_iter=50):
+    x, y = e1_batch(n_train, 1, device, dtype)
+    try:
+        from torchdeq import get_deq
+    except ImportError:
+        get_deq = None
+    names = {"forward": "fixed_point_iter", "anderson": "anderson", "broyden": "broyden"}
+    for init in ("kglm", "random"):
+        for solver in ("forward", "anderson", "broyden"):
+            model = e1_model(init, solver, tol, max_iter, 1, device, dtype)
+
+            def step():
+                model.zero_grad()
+                ((model(x) - y) ** 2).mean().backward()
+
+            t = timed(step, device, repeat)
+            res = model.last_forward
+            case = f"{init} {solver} (N={n_train}, tol={tol:g})"
+            add("1 solvers", case, "deqexp s/step", t)
+            add("1 solvers", case, "deqexp fwd iters", float(res.iterations.float().mean()))
+            add("1 solvers", case, "deqexp fwd residual", float(res.residual.max()))
+            if get_deq is None:
+                continue
+            deq = get_deq(f_solver=names[solver], b_solver=names[solver], f_max_iter=max_iter,
+                          b_max_iter=max_iter, f_tol=tol, b_tol=tol, f_stop_mode="rel",
+                          b_stop_mode="rel")
+            info_box = {}
+
+            def tdq_step():
+                model.zero_grad()
+                inj = model._inject(x)[0]
+                w = model.W[0]
+                z_out, info = deq(lambda z: torch.tanh(z @ w.T + inj), torch.zeros_like(inj))
+                info_box["info"] = info
+                z = z_out[-1]
+                out = z @ model.V[0].T + x[0] @ model.Q[0].T + model.c[0]
+                ((out - y[0]) ** 2).mean().backward()
+
+            t_tdq = timed(tdq_step, device, repeat)
+            add("1 solvers", case, "torchdeq s/step", t_tdq, t / t_tdq, "ratio = deqexp / torchdeq")
+            info = info_box["info"]
+            add("1 solvers", case, "torchdeq fwd iters", float(info["nstep"].float().mean()))
+
+
+# --------------------------------------------------------------------------- 2. textbook
+class TextbookDEQ(torch.nn.Module):
+    """A DEQ as tutorials write it: nn.Linear layers, `.item()` residual checks, hook backward."""
+
+    def __init__(self, n, tol, max_iter):
+        super().__init__()
+        self.W = torch.nn.Linear(n, n, bias=False)
+        self.U = torch.nn.Linear(n, n)
+        self.V = torch.nn.Linear(n, n)
+        self.Q = torch.nn.Linear(n, n, bias=False)
+        self.tol, self.max_iter = tol, max_iter
+
+    def f(self, z, x):
+        return torch.tanh(self.W(z) + self.U(x))
+
+    def solve(self, g, z0):
+        z = z0
+        for _ in range(self.max_iter):
+            gz = g(z)
+            res = ((gz - z).norm() / (gz.norm() + 1e-12)).item()
+            z = gz
+            if res < self.tol:
+                break
+        return z
+
+    def forward(self, x):
+        with torch.no_grad():
+            z = self.solve(lambda z: self.f(z, x), torch.zeros_like(x))
+        z = self.f(z, x)
+        z0 = z.clone().detach().requires_grad_()
+        f0 = self.f(z0, x)
+
+        def hook(grad):
+            return self.solve(lambda u: torch.autograd.grad(f0, z0, u, retain_graph=True)[0] + grad, grad)
+
+        z.register_hook(hook)
+        return self.V(z) + self.Q(x)
+
+
+def bench_textbook(n_train, device, dtype, repeat, tol=1e-2, max_iter=25):
+    x, y = e1_batch(n_train, 1, device, dtype)
+    ours = e1_model("kglm", "forward", tol, max_iter, 1, device, dtype)
+    book = TextbookDEQ(x.shape[-1], tol, max_iter).to(device, dtype)
+    with torch.no_grad():
+        book.W.weight.copy_(ours.W[0])
+        book.U.weight.copy_(ours.U[0])
+        book.U.bias.copy_(ours.b[0])
+        book.V.weight.copy_(ours.V[0])
+        book.V.bias.copy_(ours.c[0])
+        book.Q.weight.copy_(ours.Q[0])
+    opt_ours = torch.optim.Adam(ours.parameters(), lr=1e-3)
+    opt_book = torch.optim.Adam(book.parameters(), lr=1e-3)
+
+    def epoch_ours():
+        opt_ours.zero_grad()
+        ((ours(x) - y) ** 2).mean().backward()
+        opt_ours.step()
+
+    def epoch_book():
+        opt_book.zero_grad()
+        ((book(x[0]) - y[0]) ** 2).mean().backward()
+        opt_book.step()
+
+    # the same first step from the same weights: the losses must agree
+    with torch.no_grad():
+        l_ours = float(((ours(x) - y) ** 2).mean())
+        l_book = float(((book(x[0]) - y[0]) ** 2).mean())
+    t_book = timed(epoch_book, device, repeat)
+    t_ours = timed(epoch_ours, device, repeat)
+    case = f"E1 epoch, kglm, N={n_train}, tol={tol:g}, max_iter={max_iter}"
+    add("2 textbook", case, "textbook s/epoch", t_book)
+    add("2 textbook", case, "deqexp s/epoch", t_ours, t_ours / t_book, "ratio = deqexp / textbook")
+    add("2 textbook", case, "|loss diff| at init", abs(l_ours - l_book))
+
+
+# --------------------------------------------------------------------------- 3. ensembles
+def bench_ensemble(n_train, device, dtype, repeat, sizes=(1, 4, 16, 64)):
+    base = None
+    for e in sizes:
+        model = e1_model("kglm", "forward", 1e-2, 25, e, device, dtype)
+        x, y = e1_batch(n_train, e, device, dtype)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def epoch():
+            opt.zero_grad()
+            ((model(x) - y) ** 2).flatten(1).mean(1).sum().backward()
+            opt.step()
+
+        t = timed(epoch, device, repeat)
+        base = base or t
+        add("3 ensemble", f"E={e} members, N={n_train} each", "s/epoch", t, t / (e * base),
+            "ratio = t(E) / (E t(1))")
+
+
+# --------------------------------------------------------------------------- 4. E2 epoch
+def bench_conv(n_images, device, dtype, repeat, members=(1, 100)):
+    data = skimage_images(0, n_train=n_images, n_test=1)
+    x = data.train_input[None].to(device, dtype)
+    y = data.train_target[None].to(device, dtype)
+    for e in members:
+        specs = [InitSpec("kglm" if i % 2 == 0 else "random",
+                          scale=float(10 ** (-2 + 3 * (i // 2) / max(1, e // 2))))
+                 for i in range(e)]
+        model = ConvDEQ(3, 5, get_family("relu"), e, solver=SolveSpec("forward", 1e-2, 50),
+                        gradient=GradientMethod("implicit", "forward", 1e-2, 50), readout="mean",
+                        dtype=torch.float64)
+        initialise(model, specs, list(range(e)), image_size=(32, 32))
+        model = model.to(device, dtype)
+        batch = 10
+
+        def forward_only():
+            with torch.no_grad():
+                for i in range(0, n_images, batch):
+                    model(x[:, i : i + batch])
+
+        def train_epoch():
+            for i in range(0, n_images, batch):
+                model.zero_grad()
+                ((model(x[:, i : i + batch]) - y[:, i : i + batch]) ** 2).flatten(1).mean(1).sum().backward()
+
+        tf = timed(forward_only, device, repeat)
+        tt = timed(train_epoch, device, repeat)
+        case = f"E2 epoch, {n_images} images, batch 10, E={e}"
+        add("4 conv", case, "member-images/s fwd", n_images * e / tf)
+        add("4 conv", case, "member-images/s train", n_images * e / tt)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    parser.add_argument("--n-train", type=int, default=20000, help="E1 sequences (default 20000)")
+    parser.add_argument("--ensemble-n", type=int, default=None,
+                        help="sequences per member in the scaling test (default: 2000 on CPU)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    args = parser.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    dtype = torch.float32
+    n = 200 if args.quick else args.n_train
+    ens_n = 50 if args.quick else (args.ensemble_n or (2000 if device.type == "cpu" else n))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    header = (f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+              f"float32")
+    print(header, flush=True)
+    bench_solvers(n, device, dtype, args.repeat)
+    bench_textbook(n, device, dtype, args.repeat)
+    bench_ensemble(ens_n, device, dtype, args.repeat, (1, 4) if args.quick else (1, 4, 16, 64))
+    bench_conv(20 if args.quick else 100, device, dtype, args.repeat, (1, 4) if args.quick else (1, 100))
+    args.out.mkdir(parents=True, exist_ok=True)
+    import pandas as pd
+
+    df = pd.DataFrame(ROWS)
+    df.to_csv(args.out / "bench.csv", index=False)
+    lines = [f"# deqexp benchmark\n\n{header}\n", "| section | case | metric | value | ratio | note |",
+             "|---|---|---|---|---|---|"]
+    for r in ROWS:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3g}"
+        lines.append(f"| {r['section']} | {r['case']} | {r['metric']} | {r['value']:.4g} | {ratio} | "
+                     f"{r['note']} |")
+    (args.out / "bench.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / 'bench.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
