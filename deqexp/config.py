@@ -54,7 +54,8 @@ class ForwardSolverConf:
     tol: float = 1e-2
     max_iter: int = 25
     damping: float = 1.0     # forward iteration
-    memory: int = 5          # anderson / broyden history
+    memory: Optional[int] = None  # anderson / broyden history (None: the solver's default)
+    stop: str = "sample"     # sample: each sample stops on its own residual | member: whole batch
     check_every: Optional[int] = None  # host check for early exit (None: 1 on CPU, 8 on GPU)
 
 
@@ -230,6 +231,7 @@ def validate(cfg) -> None:
     _choice("solver.forward.name", fwd.name, SOLVERS)
     _choice("solver.backward.name", bwd.name, SOLVERS)
     _choice("solver.backward.gradient", bwd.gradient, ("implicit", "unrolled", "onestep"))
+    _choice("solver.forward.stop", fwd.stop, ("sample", "member"))
     for key, v in (("solver.forward.tol", fwd.tol), ("solver.backward.tol", bwd.tol),
                    ("solver.forward.max_iter", fwd.max_iter), ("solver.backward.max_iter", bwd.max_iter),
                    ("solver.forward.damping", fwd.damping), ("init.lam", cfg.init.lam),

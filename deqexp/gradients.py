@@ -1,8 +1,8 @@
 """How gradients flow through a fixed point: a choice separate from the forward solver.
 
 Each method takes the map ``f`` (with the parameters' autograd graph), the
-forward solve's result and a vector-Jacobian product ``vjp(u) = u df/dz`` at the
-fixed point, and returns a ``z`` whose backward pass is the method's gradient:
+forward solve's result and a vector-Jacobian product ``vjp(u, g) = u df/dz + g`` at
+the fixed point, and returns a ``z`` whose backward pass is the method's gradient:
 
 - ``implicit``: implicit function theorem (THEORY.md section 6); the adjoint
   fixed point ``u = u J + grad`` is solved with a configurable solver.
@@ -65,7 +65,7 @@ def implicit(f, z_star: Tensor, vjp, method: GradientMethod) -> Tensor:
     def hook(grad: Tensor | None) -> Tensor | None:
         if grad is None:  # an undefined gradient stays undefined
             return None
-        res = solve(lambda u: vjp(u) + grad, grad, tol=method.tol,
+        res = solve(lambda u: vjp(u, grad), grad, tol=method.tol,
                     max_iter=method.max_iter, **method.options)
         method.stats.result = res
         return res.z

@@ -55,23 +55,28 @@ class _DEQ(nn.Module):
         self.frozen: dict[str, Tensor] = {}
 
     # subclasses: _expand, _recur, _recur_adjoint, _inject, _readout, _z0
+
+    def _recur_inject(self, z: Tensor, inj: Tensor) -> Tensor:
+        """The pre-activation ``W z + inj``."""
+        return self._recur(z) + inj
     def fixed_point(self, t: Tensor) -> Tensor:
         """The (differentiable) fixed point ``z*`` for input ``t = T(y)``."""
         t = self._expand(t)
         inj = self._inject(t)
-        act = self.family.mean
 
         def f(z):
-            return act(self._recur(z) + inj)
+            pre = self._recur_inject(z, inj)
+            # the pre-activation is a temporary: without autograd, activate it in place
+            return self.family.mean(pre) if torch.is_grad_enabled() else self.family.mean_(pre)
 
         z0 = self._z0(t)
         with torch.no_grad():
             res = self.solver(f, z0)
-        self.last_forward = res
-        pre = (self._recur(res.z) + inj).detach()
+            self.last_forward = res
+            jac = self.family.variance_operator(self._recur_inject(res.z, inj))
 
-        def vjp(u):
-            return self._recur_adjoint(self.family.variance_vp(pre, u))
+        def vjp(u, plus=None):
+            return self._recur_adjoint(jac(u), plus)
 
         forward_solve = None
         if self.gradient.name == "unrolled":
@@ -165,8 +170,18 @@ class DenseDEQ(_DEQ):
     def _recur(self, z):
         return _mm(self.W, z)
 
-    def _recur_adjoint(self, u):
-        return _mm_t(self.W, u)
+    def _recur_inject(self, z, inj):
+        # one fused GEMM + add for the scalar families (the hot loop of every solve)
+        if z.dim() == 3:
+            return torch.baddbmm(inj.expand_as(z) if inj.shape != z.shape else inj, z,
+                                 self.W.transpose(1, 2))
+        return _mm(self.W, z) + inj
+
+    def _recur_adjoint(self, u, plus=None):
+        if u.dim() == 3 and plus is not None:
+            return torch.baddbmm(plus, u, self.W)  # W^T u + plus, fused
+        out = _mm_t(self.W, u)
+        return out if plus is None else out + plus
 
     def _inject(self, t):
         return _mm(self.U, t) + self._bias(self.b)
@@ -218,8 +233,9 @@ class ConvDEQ(_DEQ):
     def _recur(self, z):
         return self._conv(self.W, z)
 
-    def _recur_adjoint(self, u):
-        return self._conv(operators.adjoint_filters(self.W), u)
+    def _recur_adjoint(self, u, plus=None):
+        out = self._conv(operators.adjoint_filters(self.W), u)
+        return out if plus is None else out + plus
 
     def _inject(self, t):
         return self._conv(self.U, t)

@@ -3,7 +3,9 @@
 ``z`` has a leading ensemble axis and a batch axis, ``(E, B, ...)``; every
 (member, sample) pair stops on its own relative residual
 ``||f(z) - z|| / ||f(z)||`` and is frozen from then on, so a sample's result
-does not depend on what it is batched with. The loop asks the host whether it
+does not depend on what it is batched with (``stop="member"`` instead stops a
+member's samples together on the residual of its whole batch, as the paper's
+code did). The loop asks the host whether it
 may stop only every ``check_every`` iterations (the sole host sync): freezing
 makes the values the same whatever ``check_every`` is, only the cost changes.
 """
@@ -31,10 +33,19 @@ class SolverResult:
     steps: int             # loop steps run (max over samples)
 
 
-def relative_residual(fz: Tensor, z: Tensor) -> Tensor:
-    """``||f(z) - z|| / ||f(z)||`` per (member, sample); NaN stays NaN."""
-    d = (fz - z).flatten(2).norm(dim=-1)
-    return d / (fz.flatten(2).norm(dim=-1) + _EPS)
+def relative_residual(fz: Tensor, z: Tensor, stop: str = "sample", diff: Tensor | None = None) -> Tensor:
+    """``||f(z) - z|| / ||f(z)||`` per (member, sample); NaN stays NaN.
+
+    ``stop="member"`` takes the norms over a member's whole batch (the paper's criterion),
+    broadcast to its samples: all of a member's samples then stop together.
+    """
+    diff = fz - z if diff is None else diff
+    if stop == "member":
+        r = diff.flatten(1).norm(dim=-1) / (fz.flatten(1).norm(dim=-1) + _EPS)
+        return r[:, None].expand(fz.shape[:2])
+    if stop != "sample":
+        raise ValueError(f"stop must be 'sample' or 'member', got '{stop}'")
+    return diff.flatten(2).norm(dim=-1) / (fz.flatten(2).norm(dim=-1) + _EPS)
 
 
 def _default_check_every(z: Tensor) -> int:
@@ -65,6 +76,10 @@ class _Loop:
     def should_stop(self, step: int) -> bool:
         return (step + 1) % self.check_every == 0 and not bool(self.active.any())
 
+    def all_active(self) -> bool:
+        """True only when known without a new host sync (checks every step): masking can be skipped."""
+        return self.check_every == 1 and bool(self.active.all())
+
     def result(self, z: Tensor) -> SolverResult:
         trace = torch.stack(self.trace) if self.trace else self.residual[None]
         return SolverResult(z, self.iterations, self.residual, trace,
@@ -76,78 +91,118 @@ def _mask(active: Tensor, like: Tensor) -> Tensor:
 
 
 def forward_iteration(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int = 50,
-                      damping: float = 1.0, check_every: int | None = None, **_) -> SolverResult:
+                      damping: float = 1.0, check_every: int | None = None, stop: str = "sample",
+                      **_) -> SolverResult:
     """Plain (optionally damped) iteration ``z <- (1 - damping) z + damping f(z)``."""
     loop, z = _Loop(z0, tol, max_iter, check_every), z0
     for step in range(max_iter):
         fz = f(z)
-        active = _mask(loop.active, z)
-        loop.record(relative_residual(fz, z))
-        z = torch.where(active, z + damping * (fz - z), z)
+        diff = fz - z
+        active, everyone = _mask(loop.active, z), loop.all_active()
+        loop.record(relative_residual(fz, z, stop, diff))
+        new = fz if damping == 1.0 else z + damping * diff
+        z = new if everyone else torch.where(active, new, z)
         if loop.should_stop(step):
             break
     return loop.result(z)
 
 
+def solve_spd(a: Tensor, b: Tensor) -> Tensor:
+    """Solve the small SPD systems ``a x = b`` for ``a (n, k, k)``, ``b (n, k)`` by a Cholesky
+    vectorised over n (batched LAPACK is slow for many tiny systems on CPUs). Where ``a`` is not
+    positive definite the result is NaN, never an error or a host sync."""
+    n, k = b.shape
+    low = torch.zeros_like(a)
+    for j in range(k):
+        s = a[:, j, j] - low[:, j, :j].pow(2).sum(-1)
+        low[:, j, j] = torch.where(s > 0, s.clamp_min(0).sqrt(), float("nan"))
+        if j + 1 < k:
+            dots = (low[:, j + 1 :, :j] * low[:, j, None, :j]).sum(-1)
+            low[:, j + 1 :, j] = (a[:, j + 1 :, j] - dots) / low[:, j, j, None]
+    y = torch.zeros_like(b)
+    for i in range(k):
+        y[:, i] = (b[:, i] - (low[:, i, :i] * y[:, :i]).sum(-1)) / low[:, i, i]
+    x = torch.zeros_like(b)
+    for i in reversed(range(k)):
+        x[:, i] = (y[:, i] - (low[:, i + 1 :, i] * x[:, i + 1 :]).sum(-1)) / low[:, i, i]
+    return x
+
+
 def anderson(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int = 50,
              memory: int = 5, mixing: float = 1.0, regularisation: float = 1e-6,
-             check_every: int | None = None, **_) -> SolverResult:
-    """Anderson acceleration (type II) with ``memory`` past iterates, per sample."""
+             check_every: int | None = None, stop: str = "sample", **_) -> SolverResult:
+    """Anderson acceleration (type II) with ``memory`` past iterates, per sample.
+
+    The Gram matrix of past residuals is updated by one row per step, and the small
+    least-squares systems are solved by :func:`solve_spd`.
+    """
     loop = _Loop(z0, tol, max_iter, check_every)
     shape, (e, b) = z0.shape, z0.shape[:2]
     n, d = e * b, z0[0, 0].numel()
-    flat = lambda t: t.reshape(n, d)  # noqa: E731
-    xs = z0.new_zeros(n, memory, d)
-    gs = z0.new_zeros(n, memory, d)
+    xs = z0.new_zeros(memory, n, d)   # slot-major: each slot is one contiguous (n, d) block
+    gs = z0.new_zeros(memory, n, d)
+    gram = z0.new_zeros(n, memory, memory)
     z = z0
     for step in range(max_iter):
         fz = f(z)
         active = _mask(loop.active, z)
-        loop.record(relative_residual(fz, z))
+        loop.record(relative_residual(fz, z, stop))
         k, slot = min(step + 1, memory), step % memory
-        xs[:, slot], gs[:, slot] = flat(z), flat(fz - z)
-        g = gs[:, :k]
-        # minimise ||sum_i c_i g_i|| s.t. sum c_i = 1, via the normal equations
-        gram = g @ g.transpose(1, 2)
-        # Tikhonov term relative to the residuals' size, so it never dominates near convergence
-        scale = gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
-        gram = gram + (regularisation * scale + 1e-30) * torch.eye(k, dtype=z.dtype, device=z.device)
-        ones = z.new_ones(n, k, 1)
-        w, info = torch.linalg.solve_ex(gram, ones)  # no error (and no sync) on a singular system
+        xs[slot].copy_(z.reshape(n, d))
+        torch.sub(fz.reshape(n, d), z.reshape(n, d), out=gs[slot])
+        dots = (gs[:k] * gs[slot]).sum(-1).T      # (n, k): the new residual against the history
+        gram[:, slot, :k] = dots
+        gram[:, :k, slot] = dots
+        g = gram[:, :k, :k]
+        # minimise ||sum_i c_i g_i|| s.t. sum c_i = 1 via the normal equations, with a Tikhonov
+        # term relative to the residuals' size so that it never dominates near convergence
+        scale = g.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
+        eye = torch.eye(k, dtype=z.dtype, device=z.device)
+        w = solve_spd(g + (regularisation * scale + 1e-30) * eye, z.new_ones(n, k))
         c = w / w.sum(1, keepdim=True)
         # a singular or non-finite system (e.g. a frozen sample's repeated history): plain step
-        last = torch.zeros_like(c)
-        last[:, slot] = 1
-        ok = (info == 0)[:, None, None] & torch.isfinite(c).all(1, keepdim=True)
-        c = torch.where(ok, c, last)
-        new = (c.transpose(1, 2) @ (xs[:, :k] + mixing * g)).reshape(shape)
-        z = torch.where(active, new, z)
+        ok = torch.isfinite(c).all(1, keepdim=True)
+        c = torch.where(ok, c, torch.nn.functional.one_hot(torch.tensor(slot), k).to(c))
+        new = torch.zeros(n, d, dtype=z.dtype, device=z.device)
+        for i in range(k):
+            new.addcmul_(c[:, i, None], xs[i]).addcmul_(c[:, i, None], gs[i], value=mixing)
+        new = new.reshape(shape)
+        z = new if loop.all_active() else torch.where(active, new, z)
         if loop.should_stop(step):
             break
     return loop.result(z)
 
 
 def broyden(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int = 50,
-            memory: int = 30, check_every: int | None = None, **_) -> SolverResult:
+            memory: int = 20, check_every: int | None = None, stop: str = "sample",
+            **_) -> SolverResult:
     """Limited-memory "good" Broyden on ``g(z) = f(z) - z``, inverse Jacobian ``-I + U V^T``."""
     loop = _Loop(z0, tol, max_iter, check_every)
     shape, (e, b) = z0.shape, z0.shape[:2]
     n, d = e * b, z0[0, 0].numel()
-    us = z0.new_zeros(n, memory, d)
-    vs = z0.new_zeros(n, memory, d)
+    us = z0.new_zeros(memory, n, d)
+    vs = z0.new_zeros(memory, n, d)
     z = z0.reshape(n, d)
     fz = f(z0).reshape(n, d)
     g = fz - z
 
-    def inv_mv(x):  # J^-1 x
-        return -x + (us.transpose(1, 2) @ (vs @ x[..., None]))[..., 0]
-
-    def inv_vm(x):  # x^T J^-1
-        return -x + (vs.transpose(1, 2) @ (us @ x[..., None]))[..., 0]
+    def low_rank(a, b, x, k):  # sum_{i<k} a_i (b_i . x) - x, slot by slot (no big temporaries)
+        out = -x
+        for i in range(k):
+            out = out.addcmul_(a[i], (b[i] * x).sum(-1, keepdim=True))
+        return out
 
     for step in range(max_iter):
+        k = min(step, memory)
+
+        def inv_mv(x):  # J^-1 x
+            return low_rank(us, vs, x, k)
+
+        def inv_vm(x):  # x^T J^-1
+            return low_rank(vs, us, x, k)
+
         active = loop.active.reshape(n, 1)
-        loop.record(relative_residual(fz.reshape(shape), z.reshape(shape)))
+        loop.record(relative_residual(fz.reshape(shape), z.reshape(shape), stop))
         if step == max_iter - 1:
             z = torch.where(active, fz, z)  # last step: take the plain update
             break
@@ -160,8 +215,9 @@ def broyden(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int = 
         denom = (s * jy).sum(-1, keepdim=True)
         ok = active & (denom.abs() > _EPS) & torch.isfinite(denom)
         slot = step % memory
-        us[:, slot] = torch.where(ok, (s - jy) / torch.where(ok, denom, 1.0), 0.0)
-        vs[:, slot] = torch.where(ok, inv_vm(s), 0.0)
+        vs_new = torch.where(ok, inv_vm(s), 0.0)  # uses the history before this step's update
+        us[slot] = torch.where(ok, (s - jy) / torch.where(ok, denom, 1.0), 0.0)
+        vs[slot] = vs_new
         fz, g = fz_new, g_new
         if loop.should_stop(step):
             break

@@ -140,10 +140,11 @@ def build_model(cfg, job: JobData, members: list[Member], device, dtype):
     """The DEQ with one member per :class:`Member`, initialised from its spec and seed."""
     family = get_family(cfg.family.name, cfg.family.trials, cfg.family.classes)
     fwd, bwd = cfg.solver.forward, cfg.solver.backward
-    solver = SolveSpec(fwd.name, fwd.tol, fwd.max_iter,
-                       {"damping": fwd.damping, "memory": fwd.memory, "check_every": fwd.check_every})
-    gradient = GradientMethod(bwd.gradient, bwd.name, bwd.tol, bwd.max_iter,
-                              {"memory": fwd.memory, "check_every": fwd.check_every})
+    shared = {"check_every": fwd.check_every, "stop": fwd.stop}
+    if fwd.memory is not None:
+        shared["memory"] = fwd.memory
+    solver = SolveSpec(fwd.name, fwd.tol, fwd.max_iter, {"damping": fwd.damping, **shared})
+    gradient = GradientMethod(bwd.gradient, bwd.name, bwd.tol, bwd.max_iter, shared)
     e, meta = len(members), job.meta
     specs, seeds = [m.spec for m in members], [m.seed for m in members]
     if cfg.model.kind == "conv":

@@ -89,3 +89,11 @@ def test_validation_accepts_own_support(name):
 def test_unknown_family():
     with pytest.raises(ValueError, match="choose one of"):
         get_family("student")
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_in_place_mean_equals_mean(name):
+    fam = get_family(name, trials=3, classes=3)
+    theta = torch.randn(4, 6, 3) * 3
+    assert torch.allclose(fam.mean_(theta.clone()), fam.mean(theta), atol=1e-15)
+    assert torch.allclose(get_family("spin").mean(theta), torch.tanh(theta), atol=1e-15)

@@ -107,3 +107,17 @@ def test_damping_and_result_fields():
 def test_unknown_solver():
     with pytest.raises(ValueError, match="choose one of"):
         get_solver("newton")
+
+
+def test_solve_spd_matches_linalg_solve_and_flags_indefinite():
+    from deqexp.solvers import solve_spd
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(7, 4, 4, generator=g)
+    a = m @ m.transpose(1, 2) + 0.1 * torch.eye(4)
+    b = torch.randn(7, 4, generator=g)
+    assert torch.allclose(solve_spd(a, b), torch.linalg.solve(a, b), atol=1e-10)
+    bad = a.clone()
+    bad[0] = -torch.eye(4)
+    out = solve_spd(bad, b)
+    assert torch.isnan(out[0]).all() and torch.isfinite(out[1:]).all()
