@@ -30,7 +30,6 @@ from deqexp.gradients import GradientMethod  # noqa: E402
 from deqexp.inits import InitSpec, initialise  # noqa: E402
 from deqexp.kernels import build_kernel  # noqa: E402
 from deqexp.models import ConvDEQ, DenseDEQ, SolveSpec  # noqa: E402
-from deqexp.solvers import relative_residual  # noqa: E402
 
 E1_KERNEL = build_kernel("se*periodic", lengthscale=1.0, period=math.pi, period_lengthscale=math.sqrt(2))
 ROWS: list[dict] = []
@@ -261,7 +260,8 @@ def bench_conv(n_images, device, dtype, repeat, members=(1, 100)):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     parser.add_argument("--n-train", type=int, default=20000, help="E1 sequences (default 20000)")
