@@ -283,6 +283,13 @@ def grid_kernel_matrix(filters: Tensor, height: int, width: int,
     return blocks.permute(0, 2, 1, 3).reshape(c_out * n, c_in * n)
 
 
+def grid_min_eigenvalue(filters: Tensor, height: int, width: int, padding: str = "zeros") -> float:
+    """Smallest eigenvalue of a filter bank's kernel matrix on an image: negative means the
+    windowed "kernel" is not positive semi-definite there (e.g. the paper's truncated filters)."""
+    k = grid_kernel_matrix(filters.to(torch.float64), height, width, padding)
+    return float(torch.linalg.eigvalsh(0.5 * (k + k.T))[0])
+
+
 def multichannel_filters(lengthscales, radius: int, coupling: float = 0.0,
                          construction: str = "pd", dtype=torch.float64) -> Tensor:
     """Filter bank ``(C, C, 2r+1, 2r+1)`` of a multi-channel windowed SE kernel.

@@ -215,6 +215,8 @@ class ConvDEQ(_DEQ):
     def _conv(self, filters: Tensor, x: Tensor) -> Tensor:
         e, b = x.shape[:2]
         xs = x.transpose(0, 1).reshape(b, e * x.shape[2], *x.shape[3:])
+        # channels-last makes the grouped convolution several times faster on CPUs
+        xs = xs.contiguous(memory_format=torch.channels_last)
         w = filters.reshape(-1, *filters.shape[2:])
         r = filters.shape[-1] // 2
         if self.padding == "circular":
@@ -222,7 +224,7 @@ class ConvDEQ(_DEQ):
                 torch.nn.functional.pad(xs, (r, r, r, r), mode="circular"), w, groups=e)
         else:
             out = torch.nn.functional.conv2d(xs, w, padding=r, groups=e)
-        return out.reshape(b, e, -1, *out.shape[2:]).transpose(0, 1)
+        return out.contiguous().reshape(b, e, -1, *out.shape[2:]).transpose(0, 1)
 
     def _expand(self, t):
         return t.expand(self.ensemble, *t.shape[1:]) if t.shape[0] == 1 else t

@@ -162,7 +162,7 @@ def anderson(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int =
         c = w / w.sum(1, keepdim=True)
         # a singular or non-finite system (e.g. a frozen sample's repeated history): plain step
         ok = torch.isfinite(c).all(1, keepdim=True)
-        c = torch.where(ok, c, torch.nn.functional.one_hot(torch.tensor(slot), k).to(c))
+        c = torch.where(ok, c, (torch.arange(k, device=c.device) == slot).to(c.dtype))
         new = torch.zeros(n, d, dtype=z.dtype, device=z.device)
         for i in range(k):
             new.addcmul_(c[:, i, None], xs[i]).addcmul_(c[:, i, None], gs[i], value=mixing)

@@ -27,7 +27,8 @@ def _lambda(family, k) -> float:
     return 1.5 * sup * float(torch.linalg.matrix_norm(k, 2))
 
 
-def dense_row(fname: str, kname: str, n: int, solver: str, tol: float, seed: int) -> dict:
+def dense_row(fname: str, kname: str, n: int, solver: str, tol: float, seed: int,
+              max_iter: int = 2000) -> dict:
     """One dense family x kernel check."""
     fam = get_family(fname, trials=3, classes=3)
     gen = torch.Generator().manual_seed(seed)
@@ -39,7 +40,7 @@ def dense_row(fname: str, kname: str, n: int, solver: str, tol: float, seed: int
     t = fam.sample(theta[:, None].expand(n, fam.classes) if fam.classes else theta, gen)
     lam = _lambda(fam, k)
     exact = fit_kglm(k, t, fam, lam)
-    model = DenseDEQ(n, n, len(xs), fam, dtype=torch.float64, solver=SolveSpec(solver, 1e-13, 2000))
+    model = DenseDEQ(n, n, len(xs), fam, dtype=torch.float64, solver=SolveSpec(solver, 1e-13, max_iter))
     initialise(model, [InitSpec("kglm", lam=lam)], [seed], kernel=kernel, x_in=x, x_out=xs)
     with torch.no_grad():
         z = model.fixed_point(t[None, None])[0, 0]
@@ -48,11 +49,12 @@ def dense_row(fname: str, kname: str, n: int, solver: str, tol: float, seed: int
                 pred - exact.predict(kernel(xs, x))[0], tol, exact.converged)
 
 
-def conv_row(padding: str, solver: str, tol: float, seed: int, size: int = 8) -> dict:
+def conv_row(padding: str, solver: str, tol: float, seed: int, size: int = 8,
+             max_iter: int = 2000) -> dict:
     """A convolutional check: the conv DEQ against the dense kGLM with the windowed kernel."""
     fam = get_family("relu")
     model = ConvDEQ(2, 5, fam, padding=padding, readout="natural", dtype=torch.float64,
-                    solver=SolveSpec(solver, 1e-13, 2000))
+                    solver=SolveSpec(solver, 1e-13, max_iter))
     initialise(model, [InitSpec("kglm", scale=0.9, coupling=0.5)], [seed], image_size=(size, size))
     gen = torch.Generator().manual_seed(seed)
     t = torch.rand(1, 1, 2, size, size, generator=gen, dtype=torch.float64)
@@ -77,7 +79,7 @@ def _row(family, kernel, n, lam, solver, model, dz, dpred, tol, exact_ok) -> dic
 def format_table(rows: list[dict]) -> str:
     """Fixed-width text table of the rows."""
     cols = list(rows[0])
-    cell = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    cell = lambda v: ("-" if math.isnan(v) else f"{v:.3g}") if isinstance(v, float) else str(v)  # noqa: E731
     width = {c: max(len(c), *(len(cell(r[c])) for r in rows)) for c in cols}
     line = lambda vals: "  ".join(v.rjust(width[c]) for c, v in zip(cols, vals))  # noqa: E731
     return "\n".join([line(cols), line(["-" * width[c] for c in cols])]
@@ -98,13 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=30, help="observations per sample (default: 30)")
     parser.add_argument("--solver", default="anderson", choices=["forward", "anderson", "broyden"])
     parser.add_argument("--tol", type=float, default=1e-6, help="pass threshold (default: 1e-6)")
+    parser.add_argument("--max-iter", type=int, default=2000, help="solver iterations (default: 2000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-conv", action="store_true", help="skip the convolutional rows")
     args = parser.parse_args(argv)
-    rows = [dense_row(f, k, args.n, args.solver, args.tol, args.seed)
+    rows = [dense_row(f, k, args.n, args.solver, args.tol, args.seed, args.max_iter)
             for f in args.families for k in args.kernels]
     if not args.no_conv:
-        rows += [conv_row(p, args.solver, args.tol, args.seed) for p in ("zeros", "circular")]
+        rows += [conv_row(p, args.solver, args.tol, args.seed, max_iter=args.max_iter)
+                 for p in ("zeros", "circular")]
     print(format_table(rows))
     failed = sum(r["result"] != "pass" for r in rows)
     print(f"\n{len(rows) - failed} passed, {failed} failed")

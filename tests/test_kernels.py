@@ -10,6 +10,7 @@ from deqexp.kernels import (
     build_kernel,
     grid_kernel_matrix,
     grid_locations,
+    grid_min_eigenvalue,
     multichannel_filters,
     window_filter,
 )
@@ -102,6 +103,14 @@ def test_multichannel_pd_construction_is_psd_and_paper_flagged():
     paper = grid_kernel_matrix(multichannel_filters(ls, 2, construction="paper"), 10, 10)
     assert torch.allclose(paper, paper.T)
     assert float(torch.linalg.eigvalsh(paper)[0]) < -0.1  # length-scales above ~1: indefinite
+    # the report function says the same
+    assert grid_min_eigenvalue(multichannel_filters(ls, 2, construction="paper"), 10, 10) < -0.1
+    assert grid_min_eigenvalue(multichannel_filters(ls, 2, coupling=0.8), 10, 10) > -1e-10
+    # one channel: truncation keeps a kernel for short length-scales, not for long ones
+    se = build_kernel("se", lengthscale=0.8)
+    assert grid_min_eigenvalue(window_filter(se, 2, "truncate")[None, None], 10, 10) > 0
+    se = build_kernel("se", lengthscale=2.0)
+    assert grid_min_eigenvalue(window_filter(se, 2, "truncate")[None, None], 10, 10) < -1
 
 
 def test_same_direction_kernel_splits_standardised_positions():

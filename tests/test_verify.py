@@ -1,0 +1,16 @@
+"""`deqexp verify`: the table passes on the defaults and fails (exit 1) when the solve is cut short."""
+from deqexp.verify import main
+
+
+def test_verify_passes(capsys):
+    assert main(["--kernels", "se", "matern32", "se*periodic"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "26 passed, 0 failed" in out
+    for family in ("gaussian", "bernoulli", "binomial", "poisson", "spin", "categorical", "relu"):
+        assert family in out
+    assert "conv 5x5 (zeros)" in out and "conv 5x5 (circular)" in out
+
+
+def test_verify_fails_when_not_converged(capsys):
+    assert main(["--families", "bernoulli", "--kernels", "se", "--max-iter", "2", "--no-conv"]) == 1
+    assert "FAIL" in capsys.readouterr().out
