@@ -18,7 +18,6 @@ import torch
 
 Tensor = torch.Tensor
 FixedPointMap = Callable[[Tensor], Tensor]
-_EPS = 1e-12
 
 
 @dataclass
@@ -40,12 +39,13 @@ def relative_residual(fz: Tensor, z: Tensor, stop: str = "sample", diff: Tensor 
     broadcast to its samples: all of a member's samples then stop together.
     """
     diff = fz - z if diff is None else diff
+    tiny = torch.finfo(fz.dtype).tiny  # no absolute floor: adjoint vectors can be tiny
     if stop == "member":
-        r = diff.flatten(1).norm(dim=-1) / (fz.flatten(1).norm(dim=-1) + _EPS)
+        r = diff.flatten(1).norm(dim=-1) / fz.flatten(1).norm(dim=-1).clamp_min(tiny)
         return r[:, None].expand(fz.shape[:2])
     if stop != "sample":
         raise ValueError(f"stop must be 'sample' or 'member', got '{stop}'")
-    return diff.flatten(2).norm(dim=-1) / (fz.flatten(2).norm(dim=-1) + _EPS)
+    return diff.flatten(2).norm(dim=-1) / fz.flatten(2).norm(dim=-1).clamp_min(tiny)
 
 
 def _default_check_every(z: Tensor) -> int:
@@ -158,7 +158,8 @@ def anderson(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int =
         # term relative to the residuals' size so that it never dominates near convergence
         scale = g.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
         eye = torch.eye(k, dtype=z.dtype, device=z.device)
-        w = solve_spd(g + (regularisation * scale + 1e-30) * eye, z.new_ones(n, k))
+        tiny = torch.finfo(z.dtype).tiny
+        w = solve_spd(g + (regularisation * scale + tiny) * eye, z.new_ones(n, k))
         c = w / w.sum(1, keepdim=True)
         # a singular or non-finite system (e.g. a frozen sample's repeated history): plain step
         ok = torch.isfinite(c).all(1, keepdim=True)
@@ -213,7 +214,9 @@ def broyden(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int = 
         y = g_new - g
         jy = inv_mv(y)
         denom = (s * jy).sum(-1, keepdim=True)
-        ok = active & (denom.abs() > _EPS) & torch.isfinite(denom)
+        # relative test: adjoint solves work with tiny vectors (gradients of a mean loss)
+        size = s.norm(dim=-1, keepdim=True) * jy.norm(dim=-1, keepdim=True)
+        ok = active & (denom.abs() > 1e-10 * size) & (size > 0) & torch.isfinite(denom)
         slot = step % memory
         vs_new = torch.where(ok, inv_vm(s), 0.0)  # uses the history before this step's update
         us[slot] = torch.where(ok, (s - jy) / torch.where(ok, denom, 1.0), 0.0)

@@ -121,3 +121,20 @@ def test_solve_spd_matches_linalg_solve_and_flags_indefinite():
     bad[0] = -torch.eye(4)
     out = solve_spd(bad, b)
     assert torch.isnan(out[0]).all() and torch.isfinite(out[1:]).all()
+
+
+@pytest.mark.parametrize("solver", [anderson, broyden])
+def test_acceleration_does_not_depend_on_the_scale_of_the_problem(solver):
+    # adjoint solves work on tiny vectors (gradients of a mean loss): the quasi-Newton
+    # updates must not be switched off by an absolute threshold
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(12, 12, generator=g)
+    a = 0.95 * a / torch.linalg.matrix_norm(a, 2)
+    iters = []
+    for scale in (1.0, 1e-9, 1e-30):
+        b = scale * torch.randn(1, 3, 12, generator=g)
+        res = solver(lambda u: u @ a.T + b, b, tol=1e-8, max_iter=200)
+        assert bool(res.converged.all())
+        iters.append(int(res.iterations.max()))
+    assert max(iters) <= iters[0] + 2 and min(iters) >= iters[0] - 2
+    assert iters[0] < 40  # forward iteration would need hundreds at this contraction rate
