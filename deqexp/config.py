@@ -130,6 +130,16 @@ class LoggerConf:
 
 
 @dataclass
+class PathsConf:
+    output: str = "."            # runs/ and multirun/ are made under it
+    data: str = "data"           # local data sets default to folders under it
+
+
+# where each local data set looks by default, under paths.data
+DATA_FOLDERS = {"cifar10": "cifar-10-batches-py", "hyperspectral": "hyperspectral", "mnist": "mnist"}
+
+
+@dataclass
 class TimingConf:
     """task=init_timing (E5): layer sizes to time and trials per size."""
 
@@ -151,9 +161,9 @@ class Config:
     optim: OptimConf = MISSING
     trainer: TrainerConf = MISSING
     logger: LoggerConf = MISSING
+    paths: PathsConf = MISSING
     name: str = "default"        # experiment name: W&B group and output folder
     task: str = "train"          # train | kglm_agreement (E4) | init_timing (E5)
-    output_root: str = "."       # runs/ and multirun/ are made under it
     force: bool = False          # rerun even if a completed run with this config exists
     timing: TimingConf = field(default_factory=TimingConf)
 
@@ -176,6 +186,8 @@ def dataset_schema(name: str) -> type:
         if p.default is inspect.Parameter.empty or p.kind == p.VAR_KEYWORD:
             continue
         default = list(p.default) if isinstance(p.default, tuple) else p.default
+        if p.name == "root":
+            default = "${paths.data}/" + DATA_FOLDERS[name]
         fields.append((p.name, _field_type(hints.get(p.name)),
                        field(default_factory=lambda d=default: d) if isinstance(default, list)
                        else field(default=default)))
@@ -208,7 +220,10 @@ def register() -> None:
     cs.store(group="optim", name="adam_cosine", node=OptimConf(schedule="cosine"))
     cs.store(group="trainer", name="default", node=TrainerConf())
     cs.store(group="logger", name="default", node=LoggerConf())
+    cs.store(group="logger", name="wandb", node=LoggerConf())
     cs.store(group="logger", name="csv", node=LoggerConf(wandb=WandbConf(enabled=False)))
+    cs.store(group="logger", name="none", node=LoggerConf(csv=False, wandb=WandbConf(enabled=False)))
+    cs.store(group="paths", name="default", node=PathsConf())
 
 
 # --------------------------------------------------------------------------- validation

@@ -191,8 +191,8 @@ def skimage_images(seed: int, patch: int = 32, channels: int = 3, n_train: int =
 
 def _require_dir(root, what: str, expected: str) -> Path:
     if root is None or not Path(root).is_dir():
-        raise DataError(f"{what}: data folder '{root}' not found. Put {expected} there and pass "
-                        f"dataset.root=/path/to/folder")
+        raise DataError(f"{what}: data folder '{root}' not found. Put {expected} there, or point "
+                        "to them with dataset.root=/path/to/folder (or paths.data=/path/to/data)")
     return Path(root)
 
 

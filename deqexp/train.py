@@ -33,7 +33,7 @@ from .models import ConvDEQ, DenseDEQ, SolveSpec
 
 Tensor = torch.Tensor
 # keys that do not change a run's results: left out of its fingerprint and folder name
-NON_RESULT_KEYS = ("force", "logger", "trainer.device", "trainer.threads", "output_root")
+NON_RESULT_KEYS = ("force", "logger", "trainer.device", "trainer.threads", "paths")
 
 
 @dataclass

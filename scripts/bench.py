@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import sys
 import time
@@ -203,8 +204,8 @@ def bench_textbook(n_train, device, dtype, repeat, tol=1e-2, max_iter=25):
         t = timed(epoch_ours, device, repeat)
         add("2 textbook", case, f"{label} s/epoch", t, t / t_book, "ratio = deqexp / textbook")
         add("2 textbook", case, f"{label} fwd iters", float(ours.last_forward.iterations.float().mean()))
-        add("2 textbook", case, f"{label} |loss diff|", abs(l_ours - l_book), None,
-            "test loss at init vs textbook")
+        add("2 textbook", case, f"{label} loss diff", abs(l_ours - l_book), None,
+            "training loss at init, deqexp vs textbook")
 
 
 # --------------------------------------------------------------------------- 3. ensembles
@@ -261,6 +262,16 @@ def bench_conv(n_images, device, dtype, repeat, members=(1, 100)):
         add("4 conv", case, "fwd iters (mean)", float(model.last_forward.iterations.float().mean()))
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -277,7 +288,7 @@ def main() -> int:
     dtype = torch.float32
     n = 200 if args.quick else args.n_train
     ens_n = 50 if args.quick else (args.ensemble_n or (2000 if device.type == "cpu" else n))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     header = (f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
               f"float32")
     print(header, flush=True)

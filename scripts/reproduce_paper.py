@@ -25,7 +25,7 @@ def command(exp: str, profile: str, root: str, launcher: str, extra: list[str]) 
     cmd = [sys.executable, "-m", "deqexp.cli", "train"]
     if exp in MULTIRUN:
         cmd.append("-m")
-    cmd += [f"experiment={preset}", f"output_root={root}", f"launcher={launcher}", *extra]
+    cmd += [f"experiment={preset}", f"paths.output={root}", f"launcher={launcher}", *extra]
     return cmd
 
 
