@@ -92,8 +92,9 @@ class WandbLog:
         self.run = wandb.init(
             project=cfg.project, entity=cfg.entity, dir=str(run_dir), mode=wandb_mode(cfg.mode),
             group=config_dict.get("name"), name=run_name, config=config_dict,
-            reinit="finish_previous",
+            reinit="finish_previous", settings=wandb.Settings(quiet=True),
         )
+        self.offline = wandb_mode(cfg.mode) == "offline"
 
     def log(self, rows: list[dict]) -> None:
         metrics = {}
@@ -111,7 +112,10 @@ class WandbLog:
             self.run.summary[prefix + "status"] = m["status"]
 
     def close(self, failed: bool = False) -> None:
+        run_dir = self.run.dir
         self.wandb.finish(exit_code=1 if failed else 0)
+        if self.offline:
+            print(f"W&B (offline): upload later with: wandb sync {Path(run_dir).parent}")
 
 
 class Progress:

@@ -410,7 +410,10 @@ def describe_summary(summary: dict, run_dir: Path | str) -> str:
                      f"status {m['status']}")
     if len(summary["members"]) > 10:
         lines.append(f"... and {len(summary['members']) - 10} more members (see summary.json)")
-    lines.append(f"files: {run_dir}{os.sep}metrics.csv, summary.json")
+    shown = Path(run_dir).resolve()
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())
+    lines.append(f"files: {shown}{os.sep}metrics.csv, summary.json")
     return "\n".join(lines)
 
 
