@@ -111,6 +111,8 @@ class TrainerConf:
     threads: int = 0             # torch threads per job (0: leave torch's default)
     eval_train: bool = True      # evaluate the full training set after each epoch
     freeze_wu_epochs: int = 0    # naive init: W and U fixed for this many epochs (E6)
+    member_chunk: Optional[int] = None  # members solved together (None: ~1M values a group on
+                                        # a CPU, all members on a GPU); results do not depend on it
     ensemble: EnsembleConf = field(default_factory=EnsembleConf)
 
 
@@ -252,7 +254,8 @@ def validate(cfg) -> None:
                    ("solver.forward.damping", fwd.damping), ("init.lam", cfg.init.lam),
                    ("init.scale", cfg.init.scale), ("optim.lr", cfg.optim.lr),
                    ("kernel.lengthscale", cfg.kernel.lengthscale), ("trainer.epochs", cfg.trainer.epochs),
-                   ("trainer.ensemble.seeds", cfg.trainer.ensemble.seeds)):
+                   ("trainer.ensemble.seeds", cfg.trainer.ensemble.seeds),
+                   ("trainer.member_chunk", cfg.trainer.member_chunk)):
         _positive(key, v)
     _positive("trainer.batch_size", cfg.trainer.batch_size, strict=False)
     _choice("family.name", cfg.family.name, FAMILIES)

@@ -16,16 +16,24 @@ from typing import Callable
 
 import torch
 
-from .solvers import SolverResult, forward_iteration, get_solver
+from .solvers import SolverResult, concat_results, forward_iteration, get_solver
 
 Tensor = torch.Tensor
 
 
 @dataclass
 class BackwardStats:
-    """The last backward solve of an implicit gradient (filled in during ``backward()``)."""
+    """The last backward solves of an implicit gradient, one per member group (filled in
+    during ``backward()``, keyed by the group's first member)."""
 
-    result: SolverResult | None = None
+    parts: dict = field(default_factory=dict)
+
+    @property
+    def result(self) -> SolverResult | None:
+        """All groups' adjoint solves as one result (None before any backward pass)."""
+        if not self.parts:
+            return None
+        return concat_results([self.parts[k] for k in sorted(self.parts)])
 
 
 @dataclass
@@ -41,10 +49,10 @@ class GradientMethod:
 
     def attach(self, f: Callable[[Tensor], Tensor], forward: SolverResult,
                vjp: Callable[[Tensor], Tensor], forward_solve: Callable | None = None,
-               z0: Tensor | None = None) -> Tensor:
+               z0: Tensor | None = None, key: int = 0) -> Tensor:
         """A differentiable fixed point from a solve done without gradients."""
         if self.name == "implicit":
-            return implicit(f, forward.z, vjp, self)
+            return implicit(f, forward.z, vjp, self, key)
         if self.name == "onestep":
             return f(forward.z.detach())
         if self.name == "unrolled":
@@ -55,7 +63,7 @@ class GradientMethod:
                          "choose 'implicit', 'unrolled' or 'onestep'")
 
 
-def implicit(f, z_star: Tensor, vjp, method: GradientMethod) -> Tensor:
+def implicit(f, z_star: Tensor, vjp, method: GradientMethod, key: int = 0) -> Tensor:
     """``z = f(z*)`` whose gradient is corrected by the adjoint solve ``u = u J + grad``."""
     z = f(z_star.detach())
     if not z.requires_grad:
@@ -67,7 +75,7 @@ def implicit(f, z_star: Tensor, vjp, method: GradientMethod) -> Tensor:
             return None
         res = solve(lambda u: vjp(u, grad), grad, tol=method.tol,
                     max_iter=method.max_iter, **method.options)
-        method.stats.result = res
+        method.stats.parts[key] = res
         return res.z
 
     z.register_hook(hook)

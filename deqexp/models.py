@@ -11,6 +11,7 @@ Inputs may carry E or 1 on their leading axis (1 = shared data).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 from . import operators
 from .families import Family
 from .gradients import GradientMethod, unrolled_forward
-from .solvers import SolverResult, get_solver
+from .solvers import SolverResult, concat_results, get_solver
 
 Tensor = torch.Tensor
 
@@ -38,12 +39,18 @@ class SolveSpec:
 
 
 class _DEQ(nn.Module):
-    """Shared forward logic: solve without gradients, then attach the gradient method."""
+    """Shared forward logic: solve without gradients, then attach the gradient method.
+
+    ``member_chunk`` solves the members in groups of that many, one after another: on a CPU
+    a group's tensors then stay in the caches (a 64-member E1 job runs about 3x faster in
+    groups of 4); on a GPU one group of all members keeps the device busy. Results do not
+    depend on it.
+    """
 
     readout_mean: bool = False
 
     def __init__(self, family: Family, ensemble: int, solver: SolveSpec | None,
-                 gradient: GradientMethod | None, readout: str):
+                 gradient: GradientMethod | None, readout: str, member_chunk: int | None = None):
         super().__init__()
         if readout not in ("natural", "mean"):
             raise ValueError(f"readout must be 'natural' or 'mean', got '{readout}'")
@@ -51,45 +58,72 @@ class _DEQ(nn.Module):
         self.solver = solver or SolveSpec()
         self.gradient = gradient or GradientMethod()
         self.readout_mean = readout == "mean"
+        self.member_chunk = member_chunk
         self.last_forward: SolverResult | None = None
         self.frozen: dict[str, Tensor] = {}
 
-    # subclasses: _expand, _recur, _recur_adjoint, _inject, _readout, _z0
+    # subclasses: _expand, _recur, _recur_adjoint, _inject, _readout, _z0; ``p`` holds the
+    # parameters of a group of members (slices of the stacked parameters)
 
-    def _recur_inject(self, z: Tensor, inj: Tensor) -> Tensor:
+    def _recur_inject(self, p, z: Tensor, inj: Tensor) -> Tensor:
         """The pre-activation ``W z + inj``."""
-        return self._recur(z) + inj
-    def fixed_point(self, t: Tensor) -> Tensor:
-        """The (differentiable) fixed point ``z*`` for input ``t = T(y)``."""
-        t = self._expand(t)
-        inj = self._inject(t)
+        return self._recur(p, z) + inj
+
+    def members(self, sl: slice = slice(None)) -> SimpleNamespace:
+        """The parameters of members ``sl`` (views: gradients flow to the stacked tensors)."""
+        return SimpleNamespace(**{n: q[sl] for n, q in self._parameters.items()})
+
+    def _groups(self) -> list[slice]:
+        c = self.member_chunk
+        if not c or c >= self.ensemble:
+            return [slice(0, self.ensemble)]
+        return [slice(s, min(s + c, self.ensemble)) for s in range(0, self.ensemble, c)]
+
+    def _solve(self, p, t: Tensor, key: int) -> tuple[Tensor, SolverResult]:
+        """Fixed point of one group of members, with the gradient method attached."""
+        inj = self._inject(p, t)
 
         def f(z):
-            pre = self._recur_inject(z, inj)
+            pre = self._recur_inject(p, z, inj)
             # the pre-activation is a temporary: without autograd, activate it in place
             return self.family.mean(pre) if torch.is_grad_enabled() else self.family.mean_(pre)
 
-        z0 = self._z0(t)
+        z0 = self._z0(p, t)
         with torch.no_grad():
             res = self.solver(f, z0)
-            self.last_forward = res
-            jac = self.family.variance_operator(self._recur_inject(res.z, inj))
+            jac = self.family.variance_operator(self._recur_inject(p, res.z, inj))
 
         def vjp(u, plus=None):
-            return self._recur_adjoint(jac(u), plus)
+            return self._recur_adjoint(p, jac(u), plus)
 
         forward_solve = None
         if self.gradient.name == "unrolled":
             forward_solve = unrolled_forward(tol=self.solver.tol, max_iter=self.solver.max_iter,
                                              **self.solver.options)
-        return self.gradient.attach(f, res, vjp, forward_solve, z0)
+        return self.gradient.attach(f, res, vjp, forward_solve, z0, key=key), res
+
+    def _run(self, t: Tensor, readout: bool) -> Tensor:
+        t = self._expand(t)
+        self.gradient.stats.parts.clear()
+        outs, results = [], []
+        for sl in self._groups():
+            p, ts = self.members(sl), t[sl]
+            z, res = self._solve(p, ts, sl.start)
+            results.append(res)
+            if readout:
+                z = self._readout(p, z, ts)
+                z = self.family.mean(z) if self.readout_mean else z
+            outs.append(z)
+        self.last_forward = concat_results(results)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def fixed_point(self, t: Tensor) -> Tensor:
+        """The (differentiable) fixed point ``z*`` for input ``t = T(y)``."""
+        return self._run(t, readout=False)
 
     def forward(self, t: Tensor) -> Tensor:
         """Readout of the fixed point: natural parameters, or means if ``readout='mean'``."""
-        t = self._expand(t)
-        z = self.fixed_point(t)
-        out = self._readout(z, t)
-        return self.family.mean(out) if self.readout_mean else out
+        return self._run(t, readout=True)
 
     def freeze(self, name: str, members: Tensor | None = None) -> None:
         """Stop training parameter ``name`` for the given members (all by default)."""
@@ -148,8 +182,9 @@ class DenseDEQ(_DEQ):
 
     def __init__(self, n_in: int, width: int, n_out: int, family: Family, ensemble: int = 1,
                  solver: SolveSpec | None = None, gradient: GradientMethod | None = None,
-                 readout: str = "natural", classes: int | None = None, dtype=torch.float32):
-        super().__init__(family, ensemble, solver, gradient, readout)
+                 readout: str = "natural", classes: int | None = None, member_chunk: int | None = None,
+                 dtype=torch.float32):
+        super().__init__(family, ensemble, solver, gradient, readout, member_chunk)
         e = ensemble
         z = lambda *s: nn.Parameter(torch.zeros(e, *s, dtype=dtype))  # noqa: E731
         self.W, self.U, self.b = z(width, width), z(width, n_in), z(width)
@@ -163,31 +198,30 @@ class DenseDEQ(_DEQ):
     def _expand(self, t):
         return t.expand(self.ensemble, *t.shape[1:]) if t.shape[0] == 1 else t
 
-    def _z0(self, t):
-        shape = (self.ensemble, t.shape[1], self.W.shape[1]) + ((self.classes,) if self.classes else ())
+    def _z0(self, p, t):
+        shape = (t.shape[0], t.shape[1], self.W.shape[1]) + ((self.classes,) if self.classes else ())
         return t.new_zeros(shape)
 
-    def _recur(self, z):
-        return _mm(self.W, z)
+    def _recur(self, p, z):
+        return _mm(p.W, z)
 
-    def _recur_inject(self, z, inj):
+    def _recur_inject(self, p, z, inj):
         # one fused GEMM + add for the scalar families (the hot loop of every solve)
         if z.dim() == 3:
-            return torch.baddbmm(inj.expand_as(z) if inj.shape != z.shape else inj, z,
-                                 self.W.transpose(1, 2))
-        return _mm(self.W, z) + inj
+            return torch.baddbmm(inj, z, p.W.transpose(1, 2))
+        return _mm(p.W, z) + inj
 
-    def _recur_adjoint(self, u, plus=None):
+    def _recur_adjoint(self, p, u, plus=None):
         if u.dim() == 3 and plus is not None:
-            return torch.baddbmm(plus, u, self.W)  # W^T u + plus, fused
-        out = _mm_t(self.W, u)
+            return torch.baddbmm(plus, u, p.W)  # W^T u + plus, fused
+        out = _mm_t(p.W, u)
         return out if plus is None else out + plus
 
-    def _inject(self, t):
-        return _mm(self.U, t) + self._bias(self.b)
+    def _inject(self, p, t):
+        return _mm(p.U, t) + self._bias(p.b)
 
-    def _readout(self, z, t):
-        return _mm(self.V, z) + _mm(self.Q, t) + self._bias(self.c)
+    def _readout(self, p, z, t):
+        return _mm(p.V, z) + _mm(p.Q, t) + self._bias(p.c)
 
     def operator_norms(self) -> dict[str, Tensor]:
         """Per-member spectral norms of W and U."""
@@ -201,8 +235,9 @@ class ConvDEQ(_DEQ):
     def __init__(self, channels: int, kernel_size: int, family: Family, ensemble: int = 1,
                  hidden: int | None = None, padding: str = "zeros",
                  solver: SolveSpec | None = None, gradient: GradientMethod | None = None,
-                 readout: str = "mean", norm_method: str = "exact", dtype=torch.float32):
-        super().__init__(family, ensemble, solver, gradient, readout)
+                 readout: str = "mean", norm_method: str = "exact", member_chunk: int | None = None,
+                 dtype=torch.float32):
+        super().__init__(family, ensemble, solver, gradient, readout, member_chunk)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         if padding not in ("zeros", "circular"):
@@ -229,21 +264,21 @@ class ConvDEQ(_DEQ):
     def _expand(self, t):
         return t.expand(self.ensemble, *t.shape[1:]) if t.shape[0] == 1 else t
 
-    def _z0(self, t):
-        return t.new_zeros(self.ensemble, t.shape[1], self.W.shape[1], *t.shape[3:])
+    def _z0(self, p, t):
+        return t.new_zeros(t.shape[0], t.shape[1], self.W.shape[1], *t.shape[3:])
 
-    def _recur(self, z):
-        return self._conv(self.W, z)
+    def _recur(self, p, z):
+        return self._conv(p.W, z)
 
-    def _recur_adjoint(self, u, plus=None):
-        out = self._conv(operators.adjoint_filters(self.W), u)
+    def _recur_adjoint(self, p, u, plus=None):
+        out = self._conv(operators.adjoint_filters(p.W), u)
         return out if plus is None else out + plus
 
-    def _inject(self, t):
-        return self._conv(self.U, t)
+    def _inject(self, p, t):
+        return self._conv(p.U, t)
 
-    def _readout(self, z, t):
-        return self._conv(self.V, z) + self._conv(self.Q, t)
+    def _readout(self, p, z, t):
+        return self._conv(p.V, z) + self._conv(p.Q, t)
 
     def operator_norms(self, height: int, width: int) -> dict[str, Tensor]:
         """Per-member operator norms of the recurrent and input convolutions on ``H x W``."""

@@ -32,6 +32,18 @@ class SolverResult:
     steps: int             # loop steps run (max over samples)
 
 
+def concat_results(results: list[SolverResult]) -> SolverResult:
+    """One result for member groups solved one after another (traces padded with their last row)."""
+    if len(results) == 1:
+        return results[0]
+    steps = max(r.steps for r in results)
+    traces = [torch.cat([r.trace, r.trace[-1:].expand(steps - r.trace.shape[0], *r.trace.shape[1:])])
+              for r in results]
+    cat = lambda key: torch.cat([getattr(r, key) for r in results])  # noqa: E731
+    return SolverResult(cat("z"), cat("iterations"), cat("residual"), torch.cat(traces, dim=1),
+                        cat("converged"), steps)
+
+
 def relative_residual(fz: Tensor, z: Tensor, stop: str = "sample", diff: Tensor | None = None) -> Tensor:
     """``||f(z) - z|| / ||f(z)||`` per (member, sample); NaN stays NaN.
 

@@ -33,7 +33,8 @@ from .models import ConvDEQ, DenseDEQ, SolveSpec
 
 Tensor = torch.Tensor
 # keys that do not change a run's results: left out of its fingerprint and folder name
-NON_RESULT_KEYS = ("force", "logger", "trainer.device", "trainer.threads", "paths")
+NON_RESULT_KEYS = ("force", "logger", "trainer.device", "trainer.threads", "trainer.member_chunk",
+                   "paths")
 
 
 @dataclass
@@ -161,7 +162,20 @@ def build_model(cfg, job: JobData, members: list[Member], device, dtype):
                          dtype=torch.float64)
         initialise(model, specs, seeds, kernel=kernel, x_in=meta.x_in.double().cpu(),
                    x_out=meta.x_out.double().cpu())
+    model.member_chunk = member_chunk(cfg, job, device)
     return model.to(device=device, dtype=dtype)
+
+
+CPU_GROUP_VALUES = 2**20  # about 4 MB of float32 per group tensor: stays in a CPU's caches
+
+
+def member_chunk(cfg, job: JobData, device) -> int | None:
+    """Members solved together: as configured, else all on a GPU and ~1M values on a CPU."""
+    if cfg.trainer.member_chunk is not None or device.type != "cpu":
+        return cfg.trainer.member_chunk
+    batch = cfg.trainer.batch_size or job.train_x.shape[1]
+    per_sample = job.train_x[0, 0].numel()
+    return max(1, CPU_GROUP_VALUES // max(1, batch * per_sample))
 
 
 # --------------------------------------------------------------------------- losses and metrics

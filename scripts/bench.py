@@ -30,6 +30,7 @@ from deqexp.gradients import GradientMethod  # noqa: E402
 from deqexp.inits import InitSpec, initialise  # noqa: E402
 from deqexp.kernels import build_kernel  # noqa: E402
 from deqexp.models import ConvDEQ, DenseDEQ, SolveSpec  # noqa: E402
+from deqexp.train import CPU_GROUP_VALUES  # noqa: E402
 
 E1_KERNEL = build_kernel("se*periodic", lengthscale=1.0, period=math.pi, period_lengthscale=math.sqrt(2))
 ROWS: list[dict] = []
@@ -109,7 +110,7 @@ def bench_solvers(n_train, device, dtype, repeat, tol=1e-4, max_iter=50):
 
             def tdq_step():
                 model.zero_grad()
-                inj = model._inject(x)[0]
+                inj = model._inject(model.members(), x)[0]
                 w = model.W[0]
                 z_out, info = deq(lambda z: torch.tanh(z @ w.T + inj), torch.zeros_like(inj))
                 info_box["info"] = info
@@ -210,21 +211,27 @@ def bench_textbook(n_train, device, dtype, repeat, tol=1e-2, max_iter=25):
 
 # --------------------------------------------------------------------------- 3. ensembles
 def bench_ensemble(n_train, device, dtype, repeat, sizes=(1, 4, 16, 64)):
+    """Epoch time of E members / (E x one member): all members in one group, and in the
+    runner's default groups (about 1M values each on a CPU; one group on a GPU)."""
     base = None
+    auto = None if device.type != "cpu" else max(1, CPU_GROUP_VALUES // (n_train * 100))
     for e in sizes:
-        model = e1_model("kglm", "forward", 1e-2, 25, e, device, dtype)
         x, y = e1_batch(n_train, e, device, dtype)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for chunk in [None] + ([auto] if auto and auto < e else []):
+            model = e1_model("kglm", "forward", 1e-2, 25, e, device, dtype)
+            model.member_chunk = chunk
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-        def epoch():
-            opt.zero_grad()
-            ((model(x) - y) ** 2).flatten(1).mean(1).sum().backward()
-            opt.step()
+            def epoch(model=model, opt=opt):
+                opt.zero_grad()
+                ((model(x) - y) ** 2).flatten(1).mean(1).sum().backward()
+                opt.step()
 
-        t = timed(epoch, device, repeat)
-        base = base or t
-        add("3 ensemble", f"E={e} members, N={n_train} each", "s/epoch", t, t / (e * base),
-            "ratio = t(E) / (E t(1))")
+            t = timed(epoch, device, repeat)
+            base = base or t
+            groups = "one group" if chunk is None else f"groups of {chunk}"
+            add("3 ensemble", f"E={e} members, N={n_train} each, {groups}", "s/epoch", t,
+                t / (e * base), "ratio = t(E) / (E t(1))")
 
 
 # --------------------------------------------------------------------------- 4. E2 epoch

@@ -64,6 +64,23 @@ def test_conv_ensemble_equals_separate_layers():
     _check(_conv, t, torch.rand(len(specs), 3, 2, 8, 8), specs)
 
 
+def test_member_groups_give_the_same_outputs_gradients_and_statistics():
+    t = torch.randn(len(SPECS), 5, N)
+    target = torch.randn(len(SPECS), 5, M)
+    whole = _dense(SPECS, list(range(len(SPECS))))
+    out_w, g_w = _grads(whole, t, target)
+    grouped = _dense(SPECS, list(range(len(SPECS))))
+    grouped.member_chunk = 3  # groups of 3 and 1
+    out_g, g_g = _grads(grouped, t, target)
+    assert torch.allclose(out_w, out_g, atol=1e-12)
+    for name in g_w:
+        assert torch.allclose(g_w[name], g_g[name], atol=1e-12), name
+    fw, fg = whole.last_forward, grouped.last_forward
+    assert torch.equal(fw.iterations, fg.iterations) and fg.trace.shape[1] == len(SPECS)
+    bw, bg = whole.gradient.stats.result, grouped.gradient.stats.result
+    assert torch.equal(bw.iterations, bg.iterations)
+
+
 def test_frozen_members_get_zero_gradients():
     specs = [InitSpec("kglm"), InitSpec("random", freeze_q=True)]
     m = _dense(specs, [0, 1])

@@ -88,13 +88,14 @@ def test_analytic_vjp_matches_autograd():
     model = _model(family="categorical")
     t = torch.rand(1, 2, N, 3)
     z = torch.rand(1, 2, N, 3)
-    inj = model._inject(t)
+    p = model.members()
+    inj = model._inject(p, t)
 
     def f(zz):
-        return model.family.mean(model._recur(zz) + inj)
+        return model.family.mean(model._recur(p, zz) + inj)
 
     u = torch.randn_like(z)
     _, vjp_auto = torch.func.vjp(f, z)
-    pre = model._recur(z) + inj
-    analytic = model._recur_adjoint(model.family.variance_vp(pre, u))
+    pre = model._recur(p, z) + inj
+    analytic = model._recur_adjoint(p, model.family.variance_vp(pre, u))
     assert torch.allclose(vjp_auto(u)[0], analytic, atol=1e-12)
