@@ -13,6 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import operators
+from .config import ConfigError
 from .data import load_dataset
 from .families import get_family
 from .inits import InitSpec, conv_member, dense_member, initialise
@@ -31,8 +32,8 @@ def kglm_agreement(cfg, folder) -> dict:
     data = load_dataset(cfg.dataset.name, cfg.trainer.seed, **_dataset_options(cfg))
     noisy, clean = data.test_input.double(), data.test_target.double()
     if noisy.dim() != 4 or noisy.shape[1] != 1:
-        raise ValueError("task=kglm_agreement needs single-channel images (dataset=binary_digits "
-                         "or mnist)")
+        raise ConfigError("task=kglm_agreement needs single-channel images: use "
+                          "dataset=binary_digits or dataset=mnist")
     n_img, _, h, w = noisy.shape
     t = noisy.reshape(n_img, -1)
     x = grid_locations(h, w)

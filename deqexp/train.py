@@ -215,8 +215,15 @@ class Totals:
 
 
 def _batches(n: int, batch_size: int, gens: list[torch.Generator] | None):
-    """Index tensors ``(S, B)``: one permutation per seed (None: in order, for evaluation)."""
+    """Index tensors ``(S, B)``: one permutation per seed (None: in order, for evaluation).
+
+    A single full batch is yielded as None (the whole split, no gather): the loss is a mean,
+    so the order of its samples does not matter.
+    """
     bs = batch_size or n
+    if bs >= n:
+        yield None
+        return
     if gens is None:
         order = torch.arange(n)[None]
     else:
@@ -225,8 +232,10 @@ def _batches(n: int, batch_size: int, gens: list[torch.Generator] | None):
         yield order[:, start : start + bs]
 
 
-def _take(x: Tensor, idx: Tensor) -> Tensor:
-    """Rows ``idx[s]`` of ``x[s]`` for each seed s."""
+def _take(x: Tensor, idx: Tensor | None) -> Tensor:
+    """Rows ``idx[s]`` of ``x[s]`` for each seed s (all of ``x`` for None)."""
+    if idx is None:
+        return x
     if idx.shape[0] == 1 and x.shape[0] > 1:
         idx = idx.expand(x.shape[0], -1)
     return torch.stack([x[s, idx[s].to(x.device)] for s in range(x.shape[0])])
