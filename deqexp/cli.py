@@ -25,9 +25,14 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def _dirname(overrides: str) -> str:
-    """Folder name of a run from its overrides ('defaults' when there are none)."""
+    """Folder name of a run from its overrides ('defaults' when there are none); a long one is
+    cut and given a hash of the whole, so that two configs never share a folder."""
+    import hashlib
+
     name = overrides.replace("/", "_") if overrides else "defaults"
-    return name[:200]
+    if len(name) > 200:
+        name = name[:180] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return name
 
 
 def _logspace(*args) -> list[float]:

@@ -14,3 +14,11 @@ def test_verify_passes(capsys):
 def test_verify_fails_when_not_converged(capsys):
     assert main(["--families", "bernoulli", "--kernels", "se", "--max-iter", "2", "--no-conv"]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_long_run_folder_names_stay_distinct():
+    from deqexp.cli import _dirname
+
+    a, b = "x=" + "1" * 300 + ",y=1", "x=" + "1" * 300 + ",y=2"
+    assert len(_dirname(a)) <= 200 and _dirname(a) != _dirname(b)
+    assert _dirname("") == "defaults" and _dirname("init=kglm") == "init=kglm"
