@@ -44,6 +44,7 @@ class InitSpec:
     lengthscale_low: float = 0.0       # conv: per-channel length-scales ~ U(low, high)
     lengthscale_high: float = 4.0
     norm_method: str = "exact"         # conv lambda from: exact | dft (paper) | bound
+    prior_mean: float = 0.0            # dense kglm: constant prior mean of f, as biases b and c
 
     def __post_init__(self):
         if self.name not in INITS:
@@ -82,7 +83,9 @@ def dense_member(spec: InitSpec, kernel: Kernel, x_in: Tensor, x_out: Tensor,
                  width: int, gen: torch.Generator, dtype=torch.float64) -> dict[str, Tensor]:
     """Weights W, U, V, Q (and zero biases b, c) of one dense member."""
     n_in, n_out = len(x_in), len(x_out)
-    zeros_b = {"b": torch.zeros(width, dtype=dtype), "c": torch.zeros(n_out, dtype=dtype)}
+    # a prior mean m of f enters as b = m(x) and c = m(x*) (THEORY.md section 2)
+    m = spec.prior_mean if spec.name == "kglm" else 0.0
+    zeros_b = {"b": torch.full((width,), m, dtype=dtype), "c": torch.full((n_out,), m, dtype=dtype)}
     if spec.name in ("kglm", "naive") and width != n_in:
         raise ValueError(f"init={spec.name} needs model width == number of input locations "
                          f"({n_in}), got width={width}")

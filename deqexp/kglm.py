@@ -1,7 +1,8 @@
 """The exact kGLM solver: the DEQ's inner problem solved directly (THEORY.md section 1).
 
 Minimises ``J(alpha) = sum_i [a(theta_i) - T(y_i) theta_i] + lambda/2 alpha^T K alpha``
-with ``theta = K alpha`` by damped Newton (IRLS) in float64. The Newton system
+with ``theta = m + K alpha`` (``m`` the prior mean at the data, 0 by default) by damped
+Newton (IRLS) in float64. The Newton system
 ``K (D K + lambda I) delta = -K r`` with ``r = a'(theta) - T(y) + lambda alpha``
 is solved as ``(D K + lambda I) delta = -r``; ``D`` is ``diag(a'')`` (C x C
 blocks for categorical). It is the reference the DEQ is checked against.
@@ -30,16 +31,18 @@ class KGLMSolution:
     lam: float
     family: Family
 
-    def predict(self, k_star: Tensor) -> tuple[Tensor, Tensor]:
-        """Natural parameters ``K* alpha`` and means ``a'(K* alpha)`` at new locations."""
-        theta = k_star.to(self.alpha.dtype) @ self.alpha
+    def predict(self, k_star: Tensor, prior_mean: float | Tensor = 0.0) -> tuple[Tensor, Tensor]:
+        """Natural parameters ``m* + K* alpha`` and means ``a'(.)`` of them at new locations."""
+        theta = prior_mean + k_star.to(self.alpha.dtype) @ self.alpha
         return theta, self.family.mean(theta)
 
 
-def objective(family: Family, k: Tensor, t: Tensor, alpha: Tensor, lam: float) -> Tensor:
+def objective(family: Family, k: Tensor, t: Tensor, alpha: Tensor, lam: float,
+              prior_mean: float | Tensor = 0.0) -> Tensor:
     """``J(alpha)``, the regularised negative log-likelihood (or M-estimation loss)."""
-    theta = k @ alpha
-    return family.log_partition(theta).sum() - (t * theta).sum() + 0.5 * lam * (alpha * theta).sum()
+    f = k @ alpha
+    theta = prior_mean + f
+    return family.log_partition(theta).sum() - (t * theta).sum() + 0.5 * lam * (alpha * f).sum()
 
 
 def _newton_matrix(family: Family, k: Tensor, theta: Tensor, lam: float) -> Tensor:
@@ -54,17 +57,18 @@ def _newton_matrix(family: Family, k: Tensor, theta: Tensor, lam: float) -> Tens
 
 
 def fit_kglm(k: Tensor, t: Tensor, family: Family, lam: float, tol: float = 1e-12,
-             max_iter: int = 200) -> KGLMSolution:
-    """Fit the kGLM with Gram matrix ``k`` (n x n) to statistics ``t = T(y)`` ((n,) or (n, C))."""
+             max_iter: int = 200, prior_mean: float | Tensor = 0.0) -> KGLMSolution:
+    """Fit the kGLM with Gram matrix ``k`` (n x n) to statistics ``t = T(y)`` ((n,) or (n, C)),
+    optionally around a prior mean of the natural parameter at the data locations."""
     if lam <= 0:
         raise ValueError(f"lambda must be > 0, got {lam}")
     k, t = k.to(torch.float64), t.to(torch.float64)
     family.validate(t)
     alpha = torch.zeros_like(t)
-    value = objective(family, k, t, alpha, lam)
+    value = objective(family, k, t, alpha, lam, prior_mean)
     converged, it = False, 0
     for it in range(1, max_iter + 1):
-        theta = k @ alpha
+        theta = prior_mean + k @ alpha
         r = family.mean(theta) - t + lam * alpha
         if float(r.abs().max()) <= tol:
             converged, it = True, it - 1
@@ -74,12 +78,12 @@ def fit_kglm(k: Tensor, t: Tensor, family: Family, lam: float, tol: float = 1e-1
         step = 1.0
         while step > 1e-10:  # backtracking: accept the first step that does not increase J
             cand = alpha + step * delta
-            new_value = objective(family, k, t, cand, lam)
+            new_value = objective(family, k, t, cand, lam, prior_mean)
             if torch.isfinite(new_value) and new_value <= value + 1e-14 * abs(float(value)):
                 break
             step /= 2
         alpha, value = cand, new_value
-    theta = k @ alpha
+    theta = prior_mean + k @ alpha
     return KGLMSolution(alpha, theta, family.mean(theta), float(value), it, converged, lam, family)
 
 

@@ -87,6 +87,10 @@ def test_rerun_skips_and_force_reruns(tmp_path):
     assert again.returncode == 0 and "already complete" in again.stdout
     forced = deqexp(*args, "force=true")
     assert forced.returncode == 0 and "already complete" not in forced.stdout
+    (run / "COMPLETE").unlink()  # as if interrupted: no marker, so it runs again from the start
+    again = deqexp(*args)
+    assert again.returncode == 0 and "already complete" not in again.stdout
+    assert (run / "COMPLETE").exists() and len(metrics(run)) == 3
 
 
 def test_divergence_is_recorded_and_sweep_goes_on(tmp_path):

@@ -116,3 +116,55 @@ def test_exact_solver_rejects_bad_input():
         fit_kglm(torch.eye(3), torch.zeros(3), get_family("gaussian"), -1.0)
     with pytest.raises(ValueError, match="bernoulli"):
         fit_kglm(torch.eye(3), torch.tensor([0.0, 2.0, 1.0]), get_family("bernoulli"), 1.0)
+
+
+@pytest.mark.parametrize("fname", ["bernoulli", "poisson", "tanh"])
+def test_prior_mean_enters_as_the_biases(fname):
+    # theta = m + K alpha: the DEQ's fixed point with b = m, and its readout with c = m
+    from deqexp.inits import InitSpec, initialise
+    from deqexp.models import DenseDEQ, SolveSpec
+
+    kernel, fam = KERNELS["se"], get_family(fname)
+    k = kernel(X_IN)
+    t = sample_data(fname, N, seed=5)
+    lam = contraction_lambda(fam, k)
+    sol = fit_kglm(k, t, fam, lam, prior_mean=0.4)
+    assert sol.converged
+    model = DenseDEQ(N, N, len(X_OUT), fam, dtype=torch.float64, readout="mean",
+                     solver=SolveSpec("anderson", 1e-13, 2000))
+    initialise(model, [InitSpec("kglm", lam=lam, prior_mean=0.4)], [0], kernel=kernel,
+               x_in=X_IN, x_out=X_OUT)
+    with torch.no_grad():
+        z = model.fixed_point(_batch(t))[0, 0]
+        mean_pred = model(_batch(t))[0, 0]
+    assert (z - sol.mean).abs().max() <= 1e-6
+    # readout="mean" is a'(f*(x*)), the predicted mean at the new locations
+    assert (mean_pred - sol.predict(kernel(X_OUT, X_IN), 0.4)[1]).abs().max() <= 1e-6
+    assert (sol.mean - fit_kglm(k, t, fam, lam).mean).abs().max() > 1e-3  # the prior mean matters
+
+
+def test_backward_operator_is_the_kglm_hessian():
+    # THEORY.md section 6: at the kGLM init, I - J = H K / lambda with H the Hessian of the
+    # objective in theta, H = diag(a''(theta)) + lambda K^-1
+    kernel, fam = KERNELS["matern32"], get_family("bernoulli")
+    k = kernel(X_IN)
+    t = sample_data("bernoulli", N, seed=2)
+    lam = contraction_lambda(fam, k)
+    sol = fit_kglm(k, t, fam, lam)
+    model = kglm_deq("bernoulli", kernel, X_IN, X_OUT, lam)
+    p = model.members()
+    inj = model._inject(p, _batch(t))[0, 0]
+
+    def f(z):
+        return fam.mean(model._recur(p, z[None, None])[0, 0] + inj)
+
+    jac = torch.autograd.functional.jacobian(f, sol.mean)
+    k_inv = torch.linalg.inv(k)
+
+    def objective_in_theta(theta):
+        return fam.log_partition(theta).sum() - (t * theta).sum() + 0.5 * lam * theta @ k_inv @ theta
+
+    hess = torch.autograd.functional.hessian(objective_in_theta, sol.theta)
+    lhs = torch.eye(N) - jac
+    rhs = hess @ k / lam
+    assert torch.allclose(lhs, rhs, atol=1e-6 * float(rhs.abs().max()))
