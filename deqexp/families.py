@@ -2,7 +2,7 @@
 
 THEORY.md section 3: the kGLM with log-partition ``a`` has the DEQ activation
 ``sigma = a'``. Each family gives ``T``, ``a``, ``a'`` (:meth:`Family.mean`) and
-``a''`` (:meth:`Family.variance_vp`, as a product with a vector so that the
+``a''`` (:meth:`Family.variance_operator`, as a product with a vector so that the
 categorical family's C x C Hessian never has to be formed), in forms that do not
 overflow for ``|theta|`` up to 1e3.
 
@@ -63,12 +63,9 @@ class Family:
         """``a''(theta)`` elementwise (scalar families)."""
         raise NotImplementedError
 
-    def variance_vp(self, theta: Tensor, v: Tensor) -> Tensor:
-        """``a''(theta) v``: the activation's Jacobian applied to ``v`` (it is symmetric)."""
-        return self.variance_operator(theta)(v)
-
     def variance_operator(self, theta: Tensor):
-        """``v -> a''(theta) v`` with ``a''(theta)`` computed once (the backward solve reuses it)."""
+        """``v -> a''(theta) v``, the activation's (symmetric) Jacobian, with ``a''(theta)``
+        computed once: the backward solve applies it every iteration."""
         d = self.variance(theta)
         return lambda v: d * v
 

@@ -62,12 +62,16 @@ class _DEQ(nn.Module):
         self.last_forward: SolverResult | None = None
         self.frozen: dict[str, Tensor] = {}
 
-    # subclasses: _expand, _recur, _recur_adjoint, _inject, _readout, _z0; ``p`` holds the
+    # subclasses: _recur, _recur_adjoint, _inject, _readout, _z0; ``p`` holds the
     # parameters of a group of members (slices of the stacked parameters)
 
     def _recur_inject(self, p, z: Tensor, inj: Tensor) -> Tensor:
         """The pre-activation ``W z + inj``."""
         return self._recur(p, z) + inj
+
+    def _expand(self, t: Tensor) -> Tensor:
+        """Shared data (a leading axis of 1) seen by every member, without a copy."""
+        return t.expand(self.ensemble, *t.shape[1:]) if t.shape[0] == 1 else t
 
     def members(self, sl: slice = slice(None)) -> SimpleNamespace:
         """The parameters of members ``sl`` (views: gradients flow to the stacked tensors)."""
@@ -135,7 +139,8 @@ class _DEQ(nn.Module):
 
     def _member_mask(self, name: str, dead: Tensor | None) -> Tensor | None:
         mask = self.frozen.get(name)
-        mask = None if mask is None else mask.to(self.W.device)
+        if mask is not None and mask.device != self.W.device:
+            mask = self.frozen[name] = mask.to(self.W.device)  # once, not every step
         if dead is not None:
             mask = dead if mask is None else (mask | dead)
         return mask
@@ -195,9 +200,6 @@ class DenseDEQ(_DEQ):
     def _bias(self, b: Tensor) -> Tensor:
         return b[:, None, :, None] if self.classes else b[:, None, :]
 
-    def _expand(self, t):
-        return t.expand(self.ensemble, *t.shape[1:]) if t.shape[0] == 1 else t
-
     def _z0(self, p, t):
         shape = (t.shape[0], t.shape[1], self.W.shape[1]) + ((self.classes,) if self.classes else ())
         return t.new_zeros(shape)
@@ -248,21 +250,13 @@ class ConvDEQ(_DEQ):
         self.padding, self.norm_method = padding, norm_method
 
     def _conv(self, filters: Tensor, x: Tensor) -> Tensor:
+        """Each member's convolution: members become groups of one grouped convolution."""
         e, b = x.shape[:2]
         xs = x.transpose(0, 1).reshape(b, e * x.shape[2], *x.shape[3:])
         # channels-last makes the grouped convolution several times faster on CPUs
         xs = xs.contiguous(memory_format=torch.channels_last)
-        w = filters.reshape(-1, *filters.shape[2:])
-        r = filters.shape[-1] // 2
-        if self.padding == "circular":
-            out = torch.nn.functional.conv2d(
-                torch.nn.functional.pad(xs, (r, r, r, r), mode="circular"), w, groups=e)
-        else:
-            out = torch.nn.functional.conv2d(xs, w, padding=r, groups=e)
+        out = operators.conv(xs, filters.reshape(-1, *filters.shape[2:]), self.padding, groups=e)
         return out.contiguous().reshape(b, e, -1, *out.shape[2:]).transpose(0, 1)
-
-    def _expand(self, t):
-        return t.expand(self.ensemble, *t.shape[1:]) if t.shape[0] == 1 else t
 
     def _z0(self, p, t):
         return t.new_zeros(t.shape[0], t.shape[1], self.W.shape[1], *t.shape[3:])

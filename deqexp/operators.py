@@ -45,12 +45,12 @@ def conv_norm_dft_bound(filters: Tensor, height: int, width: int) -> Tensor:
     return _transfer_norm(filters, height + r, width + r)
 
 
-def conv(x: Tensor, filters: Tensor, padding: str = "zeros") -> Tensor:
-    """Same-size cross-correlation of ``x (B, C_in, H, W)`` with ``filters (C_out, C_in, k, k)``."""
+def conv(x: Tensor, filters: Tensor, padding: str = "zeros", groups: int = 1) -> Tensor:
+    """Same-size cross-correlation of ``x (B, C_in, H, W)`` with ``filters (C_out, C_in/groups, k, k)``."""
     r = filters.shape[-1] // 2
     if padding == "circular":
-        return F.conv2d(F.pad(x, (r, r, r, r), mode="circular"), filters)
-    return F.conv2d(x, filters, padding=r)
+        return F.conv2d(F.pad(x, (r, r, r, r), mode="circular"), filters, groups=groups)
+    return F.conv2d(x, filters, padding=r, groups=groups)
 
 
 def adjoint_filters(filters: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,8 @@ from .logging import CsvLog, Progress, RunFolder, WandbLog
 from .models import ConvDEQ, DenseDEQ, SolveSpec
 
 Tensor = torch.Tensor
-# keys that do not change a run's results: left out of its fingerprint and folder name
+# keys that do not change a run's results: left out of its fingerprint (the folder name's
+# counterpart is hydra.job.config.override_dirname.exclude_keys in conf/config.yaml)
 NON_RESULT_KEYS = ("force", "logger", "trainer.device", "trainer.threads", "trainer.member_chunk",
                    "paths")
 
@@ -101,10 +102,20 @@ class JobData:
     seed_index: Tensor   # (E,) member -> row of the stacked data
     seeds: list[int]
     meta: Data           # the first seed's data set (loss, locations, classes)
+    _whole: dict = field(default_factory=dict, repr=False)  # whole splits per member, built once
 
     def member_view(self, x: Tensor) -> Tensor:
         """``(S, B, ...)`` to ``(E or 1, B, ...)``: no copy when all members share one seed."""
         return x if x.shape[0] == 1 else x.index_select(0, self.seed_index)
+
+    def batch(self, x: Tensor, idx: Tensor | None) -> Tensor:
+        """Members' rows ``idx`` of split ``x``; a whole split (None) is gathered only once."""
+        if idx is not None:
+            return self.member_view(_take(x, idx))
+        key = id(x)
+        if key not in self._whole:
+            self._whole[key] = self.member_view(x)
+        return self._whole[key]
 
 
 def _flatten_images(d: Data) -> Data:
@@ -246,9 +257,9 @@ def evaluate(model, job: JobData, x: Tensor, y: Tensor, loss_kind: str, batch_si
     tot = Totals()
     with torch.no_grad():
         for idx in _batches(x.shape[1], batch_size, None):
-            out = model(job.member_view(_take(x, idx)))
+            out = model(job.batch(x, idx))
             res = model.last_forward
-            tot.add(loss=member_loss(loss_kind, out, job.member_view(_take(y, idx))),
+            tot.add(loss=member_loss(loss_kind, out, job.batch(y, idx)),
                     iters=res.iterations.double().mean(1), residual=res.residual.double().mean(1),
                     converged=res.converged.double().mean(1))
             tot.max(iters_max=res.iterations.double().amax(1))
@@ -381,7 +392,7 @@ def _fit(cfg, model, job: JobData, members, device, logs) -> dict:
         model.train()
         bwd = Totals()
         for idx in _batches(n_train, bs, gens):
-            x, y = job.member_view(_take(job.train_x, idx)), job.member_view(_take(job.train_y, idx))
+            x, y = job.batch(job.train_x, idx), job.batch(job.train_y, idx)
             losses = member_loss(loss_kind, model(x), y)
             alive = alive & torch.isfinite(losses)
             opt.zero_grad(set_to_none=True)

@@ -14,7 +14,6 @@ Writes results/bench/bench.csv and bench.md. `--quick` shrinks every size (for t
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from deqexp.config import E1_KERNEL as E1_KERNEL_CONF  # noqa: E402
 from deqexp.data import skimage_images, smooth  # noqa: E402
 from deqexp.families import get_family  # noqa: E402
 from deqexp.gradients import GradientMethod  # noqa: E402
@@ -32,7 +32,7 @@ from deqexp.kernels import build_kernel  # noqa: E402
 from deqexp.models import ConvDEQ, DenseDEQ, SolveSpec  # noqa: E402
 from deqexp.train import CPU_GROUP_VALUES  # noqa: E402
 
-E1_KERNEL = build_kernel("se*periodic", lengthscale=1.0, period=math.pi, period_lengthscale=math.sqrt(2))
+E1_KERNEL = build_kernel(**E1_KERNEL_CONF)
 ROWS: list[dict] = []
 
 

@@ -62,7 +62,7 @@ def test_categorical_softmax_and_hessian():
     th = theta[1].clone().requires_grad_()
     hess = torch.autograd.functional.hessian(lambda t: fam.log_partition(t), th)
     v = torch.randn(4)
-    assert torch.allclose(fam.variance_vp(th.detach(), v), hess @ v, atol=1e-12)
+    assert torch.allclose(fam.variance_operator(th.detach())(v), hess @ v, atol=1e-12)
     evals = torch.linalg.eigvalsh(hess)
     assert evals.max() <= 0.5
 
