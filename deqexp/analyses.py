@@ -20,7 +20,7 @@ from .inits import InitSpec, conv_member, dense_member, initialise
 from .kernels import build_kernel, grid_locations
 from .kglm import fit_kglm
 from .logging import CsvLog
-from .models import DenseDEQ, SolveSpec
+from .models import DenseDEQ
 
 
 def _dataset_options(cfg) -> dict:
@@ -42,18 +42,17 @@ def kglm_agreement(cfg, folder) -> dict:
     family = get_family(cfg.family.name, cfg.family.trials, cfg.family.classes)
     spec: InitSpec = OmegaConf.to_object(cfg.init)
     lam = spec.lam or float(operators.dense_norm(k)) / spec.scale
-    fwd = cfg.solver.forward
     exact = torch.stack([fit_kglm(k, t[i], family, lam).mean for i in range(n_img)])
     preds, rows = {}, []
     for init in ("kglm", "random"):
         model = DenseDEQ(h * w, h * w, h * w, family, readout="mean", dtype=torch.float64,
-                         solver=SolveSpec(fwd.name, fwd.tol, fwd.max_iter, {"damping": fwd.damping}))
+                         solver=OmegaConf.to_object(cfg.solver.forward))
         member_spec = replace(spec, name=init, lam=lam if init == "kglm" else None,
                               scale=None if init == "random" else spec.scale)
         initialise(model, [member_spec], [cfg.trainer.seed], kernel=kernel, x_in=x, x_out=x)
         with torch.no_grad():
-            p = model(t[None])[0]
-        res = model.last_forward
+            run = model.run(t[None])
+        p, res = run.out[0], run.forward
         preds[init] = p
         msd = (p - exact).pow(2).mean(1)
         differ = ((p > 0.5) != (exact > 0.5)).sum(1)

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from . import data
 from .families import FAMILIES
+from .gradients import GradientSettings
 from .inits import DEFAULT_SCALE, INITS, InitSpec
 from .kernels import BASE_KERNELS
-from .solvers import SOLVERS
+from .solvers import SOLVERS, SolverSettings
 
 TASKS = ("train", "kglm_agreement", "init_timing")
 
@@ -49,28 +50,11 @@ class KernelConf:
 
 
 @dataclass
-class ForwardSolverConf:
-    name: str = "forward"    # forward | anderson | broyden
-    tol: float = 1e-2
-    max_iter: int = 25
-    damping: float = 1.0     # forward iteration
-    memory: Optional[int] = None  # anderson / broyden history (None: the solver's default)
-    stop: str = "sample"     # sample: each sample stops on its own residual | member: whole batch
-    check_every: Optional[int] = None  # host check for early exit (None: 1 on CPU, 8 on GPU)
-
-
-@dataclass
-class BackwardConf:
-    gradient: str = "implicit"  # implicit | unrolled | onestep
-    name: str = "forward"       # solver of the adjoint fixed point (implicit)
-    tol: float = 1e-2
-    max_iter: int = 25
-
-
-@dataclass
 class SolverConf:
-    forward: ForwardSolverConf = field(default_factory=ForwardSolverConf)
-    backward: BackwardConf = field(default_factory=BackwardConf)
+    """The forward solve and the gradient method with its adjoint solve (same settings type)."""
+
+    forward: SolverSettings = field(default_factory=SolverSettings)
+    backward: GradientSettings = field(default_factory=GradientSettings)
 
 
 @dataclass
@@ -212,8 +196,8 @@ def register() -> None:
         cs.store(group="kernel", name=name.replace("*", "_x_"), node=KernelConf(name=name))
     cs.store(group="kernel", name="e1", node=KernelConf(**E1_KERNEL))
     for name in SOLVERS:
-        cs.store(group="solver", name=name,
-                 node=SolverConf(forward=ForwardSolverConf(name=name)))
+        cs.store(group="solver", name=name,   # both solves: the backward one must converge too
+                 node=SolverConf(forward=SolverSettings(name=name), backward=GradientSettings(name=name)))
     for name in INITS:
         cs.store(group="init", name=name, node=InitSpec(name=name, scale=DEFAULT_SCALE[name]))
     cs.store(group="model", name="dense", node=ModelConf(kind="dense"))
@@ -244,14 +228,12 @@ def _positive(key: str, value, strict: bool = True) -> None:
 def validate(cfg) -> None:
     """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
     _choice("task", cfg.task, TASKS)
-    fwd, bwd = cfg.solver.forward, cfg.solver.backward
-    _choice("solver.forward.name", fwd.name, SOLVERS)
-    _choice("solver.backward.name", bwd.name, SOLVERS)
-    _choice("solver.backward.gradient", bwd.gradient, ("implicit", "unrolled", "onestep"))
-    _choice("solver.forward.stop", fwd.stop, ("sample", "member"))
-    for key, v in (("solver.forward.tol", fwd.tol), ("solver.backward.tol", bwd.tol),
-                   ("solver.forward.max_iter", fwd.max_iter), ("solver.backward.max_iter", bwd.max_iter),
-                   ("solver.forward.damping", fwd.damping), ("init.lam", cfg.init.lam),
+    for key in ("forward", "backward"):
+        try:
+            OmegaConf.to_object(cfg.solver[key]).check(f"solver.{key}")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    for key, v in (("init.lam", cfg.init.lam),
                    ("init.scale", cfg.init.scale), ("optim.lr", cfg.optim.lr),
                    ("kernel.lengthscale", cfg.kernel.lengthscale), ("trainer.epochs", cfg.trainer.epochs),
                    ("trainer.ensemble.seeds", cfg.trainer.ensemble.seeds),

@@ -5,7 +5,7 @@ forward solve's result and a vector-Jacobian product ``vjp(u, g) = u df/dz + g``
 the fixed point, and returns a ``z`` whose backward pass is the method's gradient:
 
 - ``implicit``: implicit function theorem (THEORY.md section 6); the adjoint
-  fixed point ``u = u J + grad`` is solved with a configurable solver.
+  fixed point ``u = u J + grad`` is solved with its own :class:`SolverSettings`.
 - ``unrolled``: backpropagate through the forward iterations themselves.
 - ``onestep``: the Jacobian-free approximation, ``(I - J)^-1 ~ I``.
 """
@@ -16,15 +16,40 @@ from typing import Callable
 
 import torch
 
-from .solvers import SolverResult, concat_results, forward_iteration, get_solver
+from .solvers import SolverResult, SolverSettings, concat_results
 
 Tensor = torch.Tensor
+GRADIENTS = ("implicit", "unrolled", "onestep")
+JACOBIAN_POINTS = ("solution", "output")
+
+
+@dataclass
+class GradientSettings(SolverSettings):
+    """The gradient method and, for ``implicit``, the adjoint solve's settings."""
+
+    gradient: str = "implicit"        # implicit | unrolled | onestep
+    # where J is taken: at the solve's z* (solution), or at f(z*), the output of the last
+    # application, as the authors' hook did (output); the same at a converged fixed point
+    jacobian_at: str = "solution"
+
+    def check(self, key: str = "solver.backward") -> None:
+        if self.gradient not in GRADIENTS:
+            raise ValueError(f"{key}.gradient={self.gradient!r} is not valid; "
+                             f"choose one of {list(GRADIENTS)}")
+        if self.jacobian_at not in JACOBIAN_POINTS:
+            raise ValueError(f"{key}.jacobian_at={self.jacobian_at!r} is not valid; "
+                             f"choose one of {list(JACOBIAN_POINTS)}")
+        super().check(key)
 
 
 @dataclass
 class BackwardStats:
-    """The last backward solves of an implicit gradient, one per member group (filled in
-    during ``backward()``, keyed by the group's first member)."""
+    """Where the adjoint solves of one backward pass report, one result per member group.
+
+    The solves run inside ``loss.backward()`` (a hook), so their results cannot be returned
+    by the forward call; the forward call returns this sink and the caller reads it after
+    ``backward()``.
+    """
 
     parts: dict = field(default_factory=dict)
 
@@ -36,54 +61,32 @@ class BackwardStats:
         return concat_results([self.parts[k] for k in sorted(self.parts)])
 
 
-@dataclass
-class GradientMethod:
-    """A gradient method with its backward-solver settings."""
-
-    name: str = "implicit"
-    solver: str = "forward"
-    tol: float = 1e-6
-    max_iter: int = 50
-    options: dict = field(default_factory=dict)
-    stats: BackwardStats = field(default_factory=BackwardStats)
-
-    def attach(self, f: Callable[[Tensor], Tensor], forward: SolverResult,
-               vjp: Callable[[Tensor], Tensor], forward_solve: Callable | None = None,
-               z0: Tensor | None = None, key: int = 0) -> Tensor:
-        """A differentiable fixed point from a solve done without gradients."""
-        if self.name == "implicit":
-            return implicit(f, forward.z, vjp, self, key)
-        if self.name == "onestep":
-            return f(forward.z.detach())
-        if self.name == "unrolled":
-            if forward_solve is None:
-                raise ValueError("unrolled gradients need the forward solve")
-            return forward_solve(f, z0).z
-        raise ValueError(f"unknown gradient method '{self.name}'; "
-                         "choose 'implicit', 'unrolled' or 'onestep'")
+def attach(method: GradientSettings, f: Callable[[Tensor], Tensor], forward: SolverResult,
+           vjp: Callable, forward_settings: SolverSettings, z0: Tensor,
+           sink: BackwardStats, key: int = 0) -> Tensor:
+    """A differentiable fixed point from a solve done without gradients."""
+    if method.gradient == "implicit":
+        return implicit(f, forward.z, vjp, method, sink, key)
+    if method.gradient == "onestep":
+        return f(forward.z.detach())
+    if method.gradient == "unrolled":
+        return forward_settings.solve(f, z0).z
+    raise ValueError(f"unknown gradient method '{method.gradient}'; choose one of {list(GRADIENTS)}")
 
 
-def implicit(f, z_star: Tensor, vjp, method: GradientMethod, key: int = 0) -> Tensor:
+def implicit(f, z_star: Tensor, vjp, settings: SolverSettings, sink: BackwardStats,
+             key: int = 0) -> Tensor:
     """``z = f(z*)`` whose gradient is corrected by the adjoint solve ``u = u J + grad``."""
     z = f(z_star.detach())
     if not z.requires_grad:
         return z
-    solve = get_solver(method.solver)
 
     def hook(grad: Tensor | None) -> Tensor | None:
         if grad is None:  # an undefined gradient stays undefined
             return None
-        res = solve(lambda u: vjp(u, grad), grad, tol=method.tol,
-                    max_iter=method.max_iter, **method.options)
-        method.stats.parts[key] = res
+        res = settings.solve(lambda u: vjp(u, grad), grad)
+        sink.parts[key] = res
         return res.z
 
     z.register_hook(hook)
     return z
-
-
-def unrolled_forward(damping: float = 1.0, **kw):
-    """The forward solve run under autograd, for ``gradient=unrolled``."""
-    def solve(f, z0):
-        return forward_iteration(f, z0, damping=damping, **kw)
-    return solve

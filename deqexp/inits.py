@@ -36,7 +36,8 @@ class InitSpec:
     name: str = "kglm"
     scale: float | None = 1.0          # target ||W||_2 (kglm/naive); N(0,(scale/divisor)^2) (random)
     lam: float | None = None           # explicit lambda (kglm/naive), overrides scale
-    freeze_q: bool = False             # naive/random: Q fixed at 0 and not trained (authors' E1)
+    freeze_q: bool = False             # random: Q starts at 0 and is never trained (authors' E1;
+                                       # naive's Q always starts at 0 and trains, as theirs)
     naive_lengthscale: float = 1.0
     random_divisor: float = 19.0
     construction: str = "pd"           # conv kglm filters: 'pd' or the paper's 'paper'
@@ -115,7 +116,10 @@ def conv_member(spec: InitSpec, channels: int, kernel_size: int, image_size: tup
     r, c = kernel_size // 2, channels
     shape = (c, c, kernel_size, kernel_size)
     if spec.name == "random":
-        return {k: _random_tensor(shape, c * kernel_size**2, spec, gen, dtype) for k in "WUVQ"}
+        out = {k: _random_tensor(shape, c * kernel_size**2, spec, gen, dtype) for k in "WUVQ"}
+        if spec.freeze_q:
+            out["Q"] = torch.zeros(shape, dtype=dtype)
+        return out
     if spec.name == "kglm":
         lo, hi = spec.lengthscale_low, spec.lengthscale_high
         ls = (lo + (hi - lo) * torch.rand(c, generator=gen, dtype=dtype)).clamp_min(1e-3)
@@ -150,6 +154,6 @@ def initialise(model: DenseDEQ | ConvDEQ, specs: list[InitSpec], seeds: list[int
                 weights = dense_member(spec, kernel, x_in, x_out, model.W.shape[1], gen)
             for name, value in weights.items():
                 getattr(model, name)[e] = value.to(getattr(model, name).dtype)
-    frozen_q = torch.tensor([s.freeze_q and s.name != "kglm" for s in specs])
+    frozen_q = torch.tensor([s.freeze_q and s.name == "random" for s in specs])
     if frozen_q.any():
         model.freeze("Q", frozen_q)

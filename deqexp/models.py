@@ -10,32 +10,28 @@ Inputs may carry E or 1 on their leading axis (1 = shared data).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 from torch import nn
 
 from . import operators
 from .families import Family
-from .gradients import GradientMethod, unrolled_forward
-from .solvers import SolverResult, concat_results, get_solver
+from .gradients import BackwardStats, GradientSettings, attach
+from .solvers import SolverResult, SolverSettings, concat_results
 
 Tensor = torch.Tensor
 
 
 @dataclass
-class SolveSpec:
-    """Forward solver choice and its options."""
+class DEQOutput:
+    """What a forward call returns: the output, the forward solve's statistics, and the sink
+    that the backward pass's adjoint solves will report to (filled during ``backward()``)."""
 
-    name: str = "forward"
-    tol: float = 1e-4
-    max_iter: int = 50
-    options: dict = field(default_factory=dict)
-
-    def __call__(self, f: Callable, z0: Tensor) -> SolverResult:
-        return get_solver(self.name)(f, z0, tol=self.tol, max_iter=self.max_iter, **self.options)
+    out: Tensor
+    forward: SolverResult
+    backward: BackwardStats
 
 
 class _DEQ(nn.Module):
@@ -49,17 +45,18 @@ class _DEQ(nn.Module):
 
     readout_mean: bool = False
 
-    def __init__(self, family: Family, ensemble: int, solver: SolveSpec | None,
-                 gradient: GradientMethod | None, readout: str, member_chunk: int | None = None):
+    def __init__(self, family: Family, ensemble: int, solver: SolverSettings | None,
+                 gradient: GradientSettings | None, readout: str, member_chunk: int | None = None):
         super().__init__()
         if readout not in ("natural", "mean"):
             raise ValueError(f"readout must be 'natural' or 'mean', got '{readout}'")
         self.family, self.ensemble = family, ensemble
-        self.solver = solver or SolveSpec()
-        self.gradient = gradient or GradientMethod()
+        self.solver = solver or SolverSettings()
+        self.gradient = gradient or GradientSettings()
+        self.solver.check("solver.forward")
+        self.gradient.check("solver.backward")
         self.readout_mean = readout == "mean"
         self.member_chunk = member_chunk
-        self.last_forward: SolverResult | None = None
         self.frozen: dict[str, Tensor] = {}
 
     # subclasses: _recur, _recur_adjoint, _inject, _readout, _z0; ``p`` holds the
@@ -83,7 +80,7 @@ class _DEQ(nn.Module):
             return [slice(0, self.ensemble)]
         return [slice(s, min(s + c, self.ensemble)) for s in range(0, self.ensemble, c)]
 
-    def _solve(self, p, t: Tensor, key: int) -> tuple[Tensor, SolverResult]:
+    def _solve(self, p, t: Tensor, key: int, sink: BackwardStats) -> tuple[Tensor, SolverResult]:
         """Fixed point of one group of members, with the gradient method attached."""
         inj = self._inject(p, t)
 
@@ -94,40 +91,41 @@ class _DEQ(nn.Module):
 
         z0 = self._z0(p, t)
         with torch.no_grad():
-            res = self.solver(f, z0)
-            jac = self.family.variance_operator(self._recur_inject(p, res.z, inj))
+            res = self.solver.solve(f, z0)
+        jac = []  # a''(.) at the Jacobian's point, built by the first backward call only
 
         def vjp(u, plus=None):
-            return self._recur_adjoint(p, jac(u), plus)
+            if not jac:
+                with torch.no_grad():
+                    at = res.z if self.gradient.jacobian_at == "solution" else f(res.z)
+                    jac.append(self.family.variance_operator(self._recur_inject(p, at, inj)))
+            return self._recur_adjoint(p, jac[0](u), plus)
 
-        forward_solve = None
-        if self.gradient.name == "unrolled":
-            forward_solve = unrolled_forward(tol=self.solver.tol, max_iter=self.solver.max_iter,
-                                             **self.solver.options)
-        return self.gradient.attach(f, res, vjp, forward_solve, z0, key=key), res
+        return attach(self.gradient, f, res, vjp, self.solver, z0, sink, key), res
 
-    def _run(self, t: Tensor, readout: bool) -> Tensor:
+    def run(self, t: Tensor, readout: bool = True) -> DEQOutput:
+        """Solve for every member group; return the output with the solver statistics."""
         t = self._expand(t)
-        self.gradient.stats.parts.clear()
+        sink = BackwardStats()
         outs, results = [], []
         for sl in self._groups():
             p, ts = self.members(sl), t[sl]
-            z, res = self._solve(p, ts, sl.start)
+            z, res = self._solve(p, ts, sl.start, sink)
             results.append(res)
             if readout:
                 z = self._readout(p, z, ts)
                 z = self.family.mean(z) if self.readout_mean else z
             outs.append(z)
-        self.last_forward = concat_results(results)
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return DEQOutput(out, concat_results(results), sink)
 
     def fixed_point(self, t: Tensor) -> Tensor:
         """The (differentiable) fixed point ``z*`` for input ``t = T(y)``."""
-        return self._run(t, readout=False)
+        return self.run(t, readout=False).out
 
     def forward(self, t: Tensor) -> Tensor:
         """Readout of the fixed point: natural parameters, or means if ``readout='mean'``."""
-        return self._run(t, readout=True)
+        return self.run(t).out
 
     def freeze(self, name: str, members: Tensor | None = None) -> None:
         """Stop training parameter ``name`` for the given members (all by default)."""
@@ -186,7 +184,7 @@ class DenseDEQ(_DEQ):
     """Fully connected DEQ over locations (and C classes on a trailing axis for categorical)."""
 
     def __init__(self, n_in: int, width: int, n_out: int, family: Family, ensemble: int = 1,
-                 solver: SolveSpec | None = None, gradient: GradientMethod | None = None,
+                 solver: SolverSettings | None = None, gradient: GradientSettings | None = None,
                  readout: str = "natural", classes: int | None = None, member_chunk: int | None = None,
                  dtype=torch.float32):
         super().__init__(family, ensemble, solver, gradient, readout, member_chunk)
@@ -236,7 +234,7 @@ class ConvDEQ(_DEQ):
 
     def __init__(self, channels: int, kernel_size: int, family: Family, ensemble: int = 1,
                  hidden: int | None = None, padding: str = "zeros",
-                 solver: SolveSpec | None = None, gradient: GradientMethod | None = None,
+                 solver: SolverSettings | None = None, gradient: GradientSettings | None = None,
                  readout: str = "mean", norm_method: str = "exact", member_chunk: int | None = None,
                  dtype=torch.float32):
         super().__init__(family, ensemble, solver, gradient, readout, member_chunk)

@@ -1,4 +1,6 @@
-"""Fixed-point solvers with one signature: ``solve(f, z0, tol=, max_iter=, ...) -> SolverResult``.
+"""Fixed-point solvers with one signature: ``solve(f, z0, tol=, max_iter=, ...) -> SolverResult``,
+and :class:`SolverSettings`, the one typed description of a solve (config schema, layers and
+gradient methods all use it).
 
 ``z`` has a leading ensemble axis and a batch axis, ``(E, B, ...)``; every
 (member, sample) pair stops on its own relative residual
@@ -12,7 +14,7 @@ makes the values the same whatever ``check_every`` is, only the cost changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -44,20 +46,27 @@ def concat_results(results: list[SolverResult]) -> SolverResult:
                         cat("converged"), steps)
 
 
-def relative_residual(fz: Tensor, z: Tensor, stop: str = "sample", diff: Tensor | None = None) -> Tensor:
-    """``||f(z) - z|| / ||f(z)||`` per (member, sample); NaN stays NaN.
+STOP_RULES = ("sample", "member")
+COUNTINGS = ("standard", "authors")
+
+
+def relative_residual(fz: Tensor, z: Tensor, stop: str = "sample", diff: Tensor | None = None,
+                      eps: float = 0.0) -> Tensor:
+    """``||f(z) - z|| / (eps + ||f(z)||)`` per (member, sample); NaN stays NaN.
 
     ``stop="member"`` takes the norms over a member's whole batch (the paper's criterion),
-    broadcast to its samples: all of a member's samples then stop together.
+    broadcast to its samples: all of a member's samples then stop together. ``eps`` is the
+    authors' ``1e-5 +`` in the denominator (0: a purely relative test).
     """
     diff = fz - z if diff is None else diff
-    tiny = torch.finfo(fz.dtype).tiny  # no absolute floor: adjoint vectors can be tiny
-    if stop == "member":
-        r = diff.flatten(1).norm(dim=-1) / fz.flatten(1).norm(dim=-1).clamp_min(tiny)
-        return r[:, None].expand(fz.shape[:2])
-    if stop != "sample":
+    dims = 1 if stop == "member" else 2
+    if stop not in STOP_RULES:
         raise ValueError(f"stop must be 'sample' or 'member', got '{stop}'")
-    return diff.flatten(2).norm(dim=-1) / fz.flatten(2).norm(dim=-1).clamp_min(tiny)
+    den = fz.flatten(dims).norm(dim=-1)
+    # no absolute floor unless asked for: adjoint vectors can be tiny
+    den = den + eps if eps > 0 else den.clamp_min(torch.finfo(fz.dtype).tiny)
+    r = diff.flatten(dims).norm(dim=-1) / den
+    return r[:, None].expand(fz.shape[:2]) if stop == "member" else r
 
 
 def _default_check_every(z: Tensor) -> int:
@@ -67,14 +76,18 @@ def _default_check_every(z: Tensor) -> int:
 class _Loop:
     """Book-keeping shared by the solvers: per-sample stopping, trace, early exit."""
 
-    def __init__(self, z0: Tensor, tol: float, max_iter: int, check_every: int | None):
-        self.tol, self.max_iter = tol, max_iter
+    def __init__(self, z0: Tensor, tol: float, max_iter: int, check_every: int | None,
+                 stop: str = "sample", eps: float = 0.0):
+        self.tol, self.max_iter, self.stop, self.eps = tol, max_iter, stop, eps
         self.check_every = check_every or _default_check_every(z0)
         shape = z0.shape[:2]
         self.active = torch.ones(shape, dtype=torch.bool, device=z0.device)
         self.iterations = torch.zeros(shape, dtype=torch.long, device=z0.device)
         self.residual = torch.full(shape, float("inf"), dtype=z0.dtype, device=z0.device)
         self.trace: list[Tensor] = []
+
+    def residual_of(self, fz: Tensor, z: Tensor, diff: Tensor | None = None) -> Tensor:
+        return relative_residual(fz, z, self.stop, diff, self.eps)
 
     def record(self, res: Tensor) -> Tensor:
         """Store this step's residual for active samples; return the mask of samples still active."""
@@ -102,16 +115,16 @@ def _mask(active: Tensor, like: Tensor) -> Tensor:
     return active.reshape(active.shape + (1,) * (like.dim() - 2))
 
 
-def forward_iteration(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int = 50,
+def forward_iteration(f: FixedPointMap, z0: Tensor, *, tol: float, max_iter: int,
                       damping: float = 1.0, check_every: int | None = None, stop: str = "sample",
-                      **_) -> SolverResult:
+                      residual_eps: float = 0.0) -> SolverResult:
     """Plain (optionally damped) iteration ``z <- (1 - damping) z + damping f(z)``."""
-    loop, z = _Loop(z0, tol, max_iter, check_every), z0
+    loop, z = _Loop(z0, tol, max_iter, check_every, stop, residual_eps), z0
     for step in range(max_iter):
         fz = f(z)
         diff = fz - z
         active, everyone = _mask(loop.active, z), loop.all_active()
-        loop.record(relative_residual(fz, z, stop, diff))
+        loop.record(loop.residual_of(fz, z, diff))
         new = fz if damping == 1.0 else z + damping * diff
         z = new if everyone else torch.where(active, new, z)
         if loop.should_stop(step):
@@ -140,15 +153,16 @@ def solve_spd(a: Tensor, b: Tensor) -> Tensor:
     return x
 
 
-def anderson(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int = 50,
+def anderson(f: FixedPointMap, z0: Tensor, *, tol: float, max_iter: int,
              memory: int = 5, mixing: float = 1.0, regularisation: float = 1e-6,
-             check_every: int | None = None, stop: str = "sample", **_) -> SolverResult:
+             check_every: int | None = None, stop: str = "sample",
+             residual_eps: float = 0.0) -> SolverResult:
     """Anderson acceleration (type II) with ``memory`` past iterates, per sample.
 
     The Gram matrix of past residuals is updated by one row per step, and the small
     least-squares systems are solved by :func:`solve_spd`.
     """
-    loop = _Loop(z0, tol, max_iter, check_every)
+    loop = _Loop(z0, tol, max_iter, check_every, stop, residual_eps)
     shape, (e, b) = z0.shape, z0.shape[:2]
     n, d = e * b, z0[0, 0].numel()
     xs = z0.new_zeros(memory, n, d)   # slot-major: each slot is one contiguous (n, d) block
@@ -158,7 +172,7 @@ def anderson(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int =
     for step in range(max_iter):
         fz = f(z)
         active = _mask(loop.active, z)
-        loop.record(relative_residual(fz, z, stop))
+        loop.record(loop.residual_of(fz, z))
         k, slot = min(step + 1, memory), step % memory
         xs[slot].copy_(z.reshape(n, d))
         torch.sub(fz.reshape(n, d), z.reshape(n, d), out=gs[slot])
@@ -186,11 +200,11 @@ def anderson(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int =
     return loop.result(z)
 
 
-def broyden(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int = 50,
+def broyden(f: FixedPointMap, z0: Tensor, *, tol: float, max_iter: int,
             memory: int = 20, check_every: int | None = None, stop: str = "sample",
-            **_) -> SolverResult:
+            residual_eps: float = 0.0) -> SolverResult:
     """Limited-memory "good" Broyden on ``g(z) = f(z) - z``, inverse Jacobian ``-I + U V^T``."""
-    loop = _Loop(z0, tol, max_iter, check_every)
+    loop = _Loop(z0, tol, max_iter, check_every, stop, residual_eps)
     shape, (e, b) = z0.shape, z0.shape[:2]
     n, d = e * b, z0[0, 0].numel()
     us = z0.new_zeros(memory, n, d)
@@ -215,7 +229,7 @@ def broyden(f: FixedPointMap, z0: Tensor, *, tol: float = 1e-4, max_iter: int = 
             return low_rank(vs, us, x, k)
 
         active = loop.active.reshape(n, 1)
-        loop.record(relative_residual(fz.reshape(shape), z.reshape(shape), stop))
+        loop.record(loop.residual_of(fz.reshape(shape), z.reshape(shape)))
         if step == max_iter - 1:
             z = torch.where(active, fz, z)  # last step: take the plain update
             break
@@ -247,3 +261,74 @@ def get_solver(name: str):
     if name not in SOLVERS:
         raise ValueError(f"unknown solver '{name}'; choose one of {sorted(SOLVERS)}")
     return SOLVERS[name]
+
+
+def register_solver(name: str, fn) -> None:
+    """Add a solver with the shared signature ``fn(f, z0, *, tol, max_iter, check_every, stop,
+    residual_eps[, memory]) -> SolverResult`` under ``name`` (``solver.forward.name=NAME``)."""
+    SOLVERS[name] = fn
+
+
+@dataclass
+class SolverSettings:
+    """How one fixed point is solved: the single description used by the config schema
+    (``solver.forward`` / ``solver.backward``), the layers and the gradient methods.
+
+    ``counting="authors"`` reproduces the paper's routine (PAPER-PROTOCOL.md, E1 "How the
+    authors count"): f is applied once before the loop without a residual test, then up to
+    ``max_iter`` times in it, so a solve applies f up to ``max_iter + 1`` times. With
+    ``stop="member"`` and ``residual_eps=1e-5`` it is their whole-batch test
+    ``||f(z) - z|| / (1e-5 + ||f(z)||) < tol``.
+    """
+
+    name: str = "forward"             # forward | anderson | broyden (or a registered solver)
+    tol: float = 1e-2                 # stop when the residual is <= tol
+    max_iter: int = 25                # iterations of the loop
+    damping: float = 1.0              # forward iteration only: z <- z + damping (f(z) - z)
+    memory: Optional[int] = None      # anderson / broyden history (None: the solver's default)
+    stop: str = "sample"              # sample: each sample on its own | member: whole batch
+    residual_eps: float = 0.0         # residual ||f(z)-z|| / (residual_eps + ||f(z)||)
+    counting: str = "standard"        # standard | authors (one untested application first)
+    check_every: Optional[int] = None  # host check for early exit (None: 1 on CPU, 8 on GPU)
+
+    def check(self, key: str = "solver") -> None:
+        """Raise ValueError naming ``key`` for a value that no solver accepts or that this
+        solver would ignore."""
+        if self.name not in SOLVERS:
+            raise ValueError(f"{key}.name={self.name!r} is not valid; choose one of {sorted(SOLVERS)}")
+        if not self.tol > 0 or self.max_iter < 1:
+            raise ValueError(f"{key}: tol must be > 0 and max_iter >= 1 "
+                             f"(got tol={self.tol}, max_iter={self.max_iter})")
+        if self.stop not in STOP_RULES:
+            raise ValueError(f"{key}.stop={self.stop!r} is not valid; choose one of {list(STOP_RULES)}")
+        if self.counting not in COUNTINGS:
+            raise ValueError(f"{key}.counting={self.counting!r} is not valid; "
+                             f"choose one of {list(COUNTINGS)}")
+        if self.residual_eps < 0:
+            raise ValueError(f"{key}.residual_eps={self.residual_eps} must be >= 0")
+        if self.check_every is not None and self.check_every < 1:
+            raise ValueError(f"{key}.check_every={self.check_every} must be >= 1")
+        if self.damping != 1.0 and self.name != "forward":
+            raise ValueError(f"{key}.damping={self.damping} applies only to name=forward "
+                             f"(this solve uses {self.name}); remove it")
+        if not 0 < self.damping <= 1.0:
+            raise ValueError(f"{key}.damping={self.damping} must be in (0, 1]")
+        if self.memory is not None and (self.name == "forward" or self.memory < 1):
+            raise ValueError(f"{key}.memory={self.memory}: a history of >= 1 steps, for "
+                             "anderson/broyden only")
+
+    def options(self) -> dict:
+        """Keyword arguments of this solver's function (only those it takes)."""
+        kw = {"tol": self.tol, "max_iter": self.max_iter, "check_every": self.check_every,
+              "stop": self.stop, "residual_eps": self.residual_eps}
+        if self.name == "forward":
+            kw["damping"] = self.damping
+        elif self.memory is not None:
+            kw["memory"] = self.memory
+        return kw
+
+    def solve(self, f: FixedPointMap, z0: Tensor) -> SolverResult:
+        """Solve ``z = f(z)`` from ``z0`` with these settings."""
+        if self.counting == "authors":
+            z0 = f(z0)  # their routine: one application before the loop, never tested
+        return get_solver(self.name)(f, z0, **self.options())

@@ -25,11 +25,10 @@ from omegaconf import OmegaConf
 from .config import ConfigError, validate
 from .data import Data, load_dataset
 from .families import get_family
-from .gradients import GradientMethod
 from .inits import DEFAULT_SCALE, InitSpec, initialise
 from .kernels import build_kernel, grid_locations
 from .logging import CsvLog, Progress, RunFolder, WandbLog
-from .models import ConvDEQ, DenseDEQ, SolveSpec
+from .models import ConvDEQ, DenseDEQ
 
 Tensor = torch.Tensor
 # keys that do not change a run's results: left out of its fingerprint (the folder name's
@@ -151,12 +150,8 @@ def load_job_data(cfg, members: list[Member], device, dtype) -> JobData:
 def build_model(cfg, job: JobData, members: list[Member], device, dtype):
     """The DEQ with one member per :class:`Member`, initialised from its spec and seed."""
     family = get_family(cfg.family.name, cfg.family.trials, cfg.family.classes)
-    fwd, bwd = cfg.solver.forward, cfg.solver.backward
-    shared = {"check_every": fwd.check_every, "stop": fwd.stop}
-    if fwd.memory is not None:
-        shared["memory"] = fwd.memory
-    solver = SolveSpec(fwd.name, fwd.tol, fwd.max_iter, {"damping": fwd.damping, **shared})
-    gradient = GradientMethod(bwd.gradient, bwd.name, bwd.tol, bwd.max_iter, shared)
+    solver = OmegaConf.to_object(cfg.solver.forward)
+    gradient = OmegaConf.to_object(cfg.solver.backward)
     e, meta = len(members), job.meta
     specs, seeds = [m.spec for m in members], [m.seed for m in members]
     if cfg.model.kind == "conv":
@@ -257,8 +252,8 @@ def evaluate(model, job: JobData, x: Tensor, y: Tensor, loss_kind: str, batch_si
     tot = Totals()
     with torch.no_grad():
         for idx in _batches(x.shape[1], batch_size, None):
-            out = model(job.batch(x, idx))
-            res = model.last_forward
+            run = model.run(job.batch(x, idx))
+            out, res = run.out, run.forward
             tot.add(loss=member_loss(loss_kind, out, job.batch(y, idx)),
                     iters=res.iterations.double().mean(1), residual=res.residual.double().mean(1),
                     converged=res.converged.double().mean(1))
@@ -393,12 +388,14 @@ def _fit(cfg, model, job: JobData, members, device, logs) -> dict:
         bwd = Totals()
         for idx in _batches(n_train, bs, gens):
             x, y = job.batch(job.train_x, idx), job.batch(job.train_y, idx)
-            losses = member_loss(loss_kind, model(x), y)
+            run = model.run(x)
+            losses = member_loss(loss_kind, run.out, y)
             alive = alive & torch.isfinite(losses)
             opt.zero_grad(set_to_none=True)
             torch.where(alive, losses, 0.0).sum().backward()
-            if model.gradient.stats.result is not None:
-                bwd.add(iters=model.gradient.stats.result.iterations.double().mean(1))
+            adjoint = run.backward.result
+            if adjoint is not None:
+                bwd.add(iters=adjoint.iterations.double().mean(1))
             model.mask_gradients(~alive)
             snap = model.snapshot()
             opt.step()

@@ -16,7 +16,8 @@ from .families import FAMILIES, get_family
 from .inits import InitSpec, initialise
 from .kernels import build_kernel, grid_kernel_matrix
 from .kglm import fit_kglm
-from .models import ConvDEQ, DenseDEQ, SolveSpec
+from .models import ConvDEQ, DenseDEQ
+from .solvers import SolverSettings
 
 DEFAULT_KERNELS = ("se", "matern32", "se*periodic")
 
@@ -40,13 +41,13 @@ def dense_row(fname: str, kname: str, n: int, solver: str, tol: float, seed: int
     t = fam.sample(theta[:, None].expand(n, fam.classes) if fam.classes else theta, gen)
     lam = _lambda(fam, k)
     exact = fit_kglm(k, t, fam, lam)
-    model = DenseDEQ(n, n, len(xs), fam, dtype=torch.float64, solver=SolveSpec(solver, 1e-13, max_iter))
+    model = DenseDEQ(n, n, len(xs), fam, dtype=torch.float64, solver=SolverSettings(solver, 1e-13, max_iter))
     initialise(model, [InitSpec("kglm", lam=lam)], [seed], kernel=kernel, x_in=x, x_out=xs)
     with torch.no_grad():
         z = model.fixed_point(t[None, None])[0, 0]
-        pred = model(t[None, None])[0, 0]
-    return _row(fname, kname, n, lam, solver, model, z - exact.mean,
-                pred - exact.predict(kernel(xs, x))[0], tol, exact.converged)
+        run = model.run(t[None, None])
+    return _row(fname, kname, n, lam, solver, run, z - exact.mean,
+                run.out[0, 0] - exact.predict(kernel(xs, x))[0], tol, exact.converged)
 
 
 def conv_row(padding: str, solver: str, tol: float, seed: int, size: int = 8,
@@ -54,7 +55,7 @@ def conv_row(padding: str, solver: str, tol: float, seed: int, size: int = 8,
     """A convolutional check: the conv DEQ against the dense kGLM with the windowed kernel."""
     fam = get_family("relu")
     model = ConvDEQ(2, 5, fam, padding=padding, readout="natural", dtype=torch.float64,
-                    solver=SolveSpec(solver, 1e-13, max_iter))
+                    solver=SolverSettings(solver, 1e-13, max_iter))
     initialise(model, [InitSpec("kglm", scale=0.9, coupling=0.5)], [seed], image_size=(size, size))
     gen = torch.Generator().manual_seed(seed)
     t = torch.rand(1, 1, 2, size, size, generator=gen, dtype=torch.float64)
@@ -62,13 +63,13 @@ def conv_row(padding: str, solver: str, tol: float, seed: int, size: int = 8,
     exact = fit_kglm(k_over_lam, t.reshape(-1), fam, 1.0)
     with torch.no_grad():
         z = model.fixed_point(t).reshape(-1)
-        pred = model(t).reshape(-1)
-    return _row("relu", f"conv 5x5 ({padding})", 2 * size * size, float("nan"), solver, model,
-                z - exact.mean, pred - exact.theta, tol, exact.converged)
+        run = model.run(t)
+    return _row("relu", f"conv 5x5 ({padding})", 2 * size * size, float("nan"), solver, run,
+                z - exact.mean, run.out.reshape(-1) - exact.theta, tol, exact.converged)
 
 
-def _row(family, kernel, n, lam, solver, model, dz, dpred, tol, exact_ok) -> dict:
-    res = model.last_forward
+def _row(family, kernel, n, lam, solver, run, dz, dpred, tol, exact_ok) -> dict:
+    res = run.forward
     err_z, err_p = float(dz.abs().max()), float(dpred.abs().max())
     ok = exact_ok and bool(res.converged.all()) and err_z <= tol and err_p <= tol
     return {"family": family, "kernel": kernel, "n": n, "lambda": lam, "solver": solver,

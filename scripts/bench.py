@@ -26,10 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deqexp.config import E1_KERNEL as E1_KERNEL_CONF  # noqa: E402
 from deqexp.data import skimage_images, smooth  # noqa: E402
 from deqexp.families import get_family  # noqa: E402
-from deqexp.gradients import GradientMethod  # noqa: E402
+from deqexp.gradients import GradientSettings  # noqa: E402
 from deqexp.inits import InitSpec, initialise  # noqa: E402
 from deqexp.kernels import build_kernel  # noqa: E402
-from deqexp.models import ConvDEQ, DenseDEQ, SolveSpec  # noqa: E402
+from deqexp.models import ConvDEQ, DenseDEQ  # noqa: E402
+from deqexp.solvers import SolverSettings  # noqa: E402
 from deqexp.train import CPU_GROUP_VALUES  # noqa: E402
 
 E1_KERNEL = build_kernel(**E1_KERNEL_CONF)
@@ -65,8 +66,8 @@ def add(section, case, metric, value, ratio=None, note=""):
 def e1_model(init: str, solver: str, tol: float, max_iter: int, ensemble: int, device, dtype):
     data = smooth(0, n_train=1, n_test=1)
     n = data.x_in.shape[0]
-    m = DenseDEQ(n, n, n, get_family("tanh"), ensemble, solver=SolveSpec(solver, tol, max_iter),
-                 gradient=GradientMethod("implicit", solver, tol, max_iter), dtype=torch.float64)
+    m = DenseDEQ(n, n, n, get_family("tanh"), ensemble, solver=SolverSettings(solver, tol, max_iter),
+                 gradient=GradientSettings(solver, tol, max_iter), dtype=torch.float64)
     specs = [InitSpec(init, scale=1.0 if init == "kglm" else None)] * ensemble
     initialise(m, specs, list(range(ensemble)), kernel=E1_KERNEL, x_in=data.x_in, x_out=data.x_out)
     return m.to(device=device, dtype=dtype)
@@ -96,7 +97,8 @@ def bench_solvers(n_train, device, dtype, repeat, tol=1e-4, max_iter=50):
                 ((model(x) - y) ** 2).mean().backward()
 
             t = timed(step, device, repeat)
-            res = model.last_forward
+            with torch.no_grad():
+                res = model.run(x).forward
             case = f"{init} {solver} (N={n_train}, tol={tol:g})"
             add("1 solvers", case, "deqexp s/step", t)
             add("1 solvers", case, "deqexp fwd iters", float(res.iterations.float().mean()))
@@ -191,8 +193,7 @@ def bench_textbook(n_train, device, dtype, repeat, tol=1e-2, max_iter=25):
     add("2 textbook", case, "textbook s/epoch", t_book)
     for solver, label in (("forward", "deqexp forward"), ("anderson", "deqexp anderson")):
         ours = e1_model("kglm", solver, tol, max_iter, 1, device, dtype)
-        for spec in (ours.solver.options, ours.gradient.options):
-            spec["stop"] = "member"
+        ours.solver.stop = ours.gradient.stop = "member"
         opt = torch.optim.Adam(ours.parameters(), lr=1e-3)
 
         def epoch_ours(model=ours, opt=opt):
@@ -204,7 +205,7 @@ def bench_textbook(n_train, device, dtype, repeat, tol=1e-2, max_iter=25):
             l_ours = float(((ours(x) - y) ** 2).mean())
         t = timed(epoch_ours, device, repeat)
         add("2 textbook", case, f"{label} s/epoch", t, t / t_book, "ratio = deqexp / textbook")
-        add("2 textbook", case, f"{label} fwd iters", float(ours.last_forward.iterations.float().mean()))
+        add("2 textbook", case, f"{label} fwd iters", float(ours.run(x).forward.iterations.float().mean()))
         add("2 textbook", case, f"{label} loss diff", abs(l_ours - l_book), None,
             "training loss at init, deqexp vs textbook")
 
@@ -243,8 +244,8 @@ def bench_conv(n_images, device, dtype, repeat, members=(1, 100)):
         # one scale for every member (0.9, inside the sweep's convergent range) so that the
         # members need similar iteration counts and images/s compare like with like
         specs = [InitSpec("kglm" if i % 2 == 0 else "random", scale=0.9) for i in range(e)]
-        model = ConvDEQ(3, 5, get_family("relu"), e, solver=SolveSpec("forward", 1e-2, 50),
-                        gradient=GradientMethod("implicit", "forward", 1e-2, 50), readout="mean",
+        model = ConvDEQ(3, 5, get_family("relu"), e, solver=SolverSettings("forward", 1e-2, 50),
+                        gradient=GradientSettings("forward", 1e-2, 50), readout="mean",
                         dtype=torch.float64)
         initialise(model, specs, list(range(e)), image_size=(32, 32))
         model = model.to(device, dtype)
@@ -266,7 +267,7 @@ def bench_conv(n_images, device, dtype, repeat, members=(1, 100)):
         case = f"E2 epoch, {n_images} images, batch 10, E={e}"
         add("4 conv", case, "member-images/s fwd", n_images * e / tf)
         add("4 conv", case, "member-images/s train", n_images * e / tt)
-        add("4 conv", case, "fwd iters (mean)", float(model.last_forward.iterations.float().mean()))
+        add("4 conv", case, "fwd iters (mean)", float(model.run(x[:, :10]).forward.iterations.float().mean()))
 
 
 def cpu_name() -> str:

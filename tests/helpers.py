@@ -5,7 +5,8 @@ import torch
 
 from deqexp.families import get_family
 from deqexp.inits import InitSpec, initialise
-from deqexp.models import DenseDEQ, SolveSpec
+from deqexp.models import DenseDEQ
+from deqexp.solvers import SolverSettings
 
 FAMILY_NAMES = ["gaussian", "bernoulli", "binomial", "poisson", "spin", "tanh", "categorical", "relu"]
 
@@ -38,7 +39,7 @@ def kglm_deq(family_name, kernel, x_in, x_out, lam, solver="anderson", tol=1e-13
              ensemble=1):
     fam = get_family(family_name, trials=3, classes=3)
     m = DenseDEQ(len(x_in), len(x_in), len(x_out), fam, ensemble=ensemble, dtype=torch.float64,
-                 solver=SolveSpec(solver, tol, max_iter))
+                 solver=SolverSettings(solver, tol, max_iter))
     initialise(m, [InitSpec("kglm", lam=lam)] * ensemble, list(range(ensemble)),
                kernel=kernel, x_in=x_in, x_out=x_out)
     return m

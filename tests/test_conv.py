@@ -7,12 +7,13 @@ from deqexp.families import get_family
 from deqexp.inits import InitSpec, initialise
 from deqexp.kernels import build_kernel, grid_kernel_matrix, multichannel_filters, window_filter
 from deqexp.kglm import fit_kglm
-from deqexp.models import ConvDEQ, SolveSpec
+from deqexp.models import ConvDEQ
+from deqexp.solvers import SolverSettings
 
 
 def _conv_model(family, channels, h, w, padding, spec, solver="anderson"):
     m = ConvDEQ(channels, 5, get_family(family), padding=padding, readout="natural",
-                solver=SolveSpec(solver, 1e-13, 1000), dtype=torch.float64)
+                solver=SolverSettings(solver, 1e-13, 1000), dtype=torch.float64)
     initialise(m, [spec], [3], image_size=(h, w))
     return m
 

@@ -2,10 +2,11 @@
 import torch
 
 from deqexp.families import get_family
-from deqexp.gradients import GradientMethod
+from deqexp.gradients import GradientSettings
 from deqexp.inits import InitSpec, initialise
 from deqexp.kernels import build_kernel
-from deqexp.models import ConvDEQ, DenseDEQ, SolveSpec
+from deqexp.models import ConvDEQ, DenseDEQ
+from deqexp.solvers import SolverSettings
 
 N, M = 10, 6
 X = torch.linspace(-2, 2, N, dtype=torch.float64)[:, None]
@@ -16,33 +17,33 @@ SPECS = [InitSpec("kglm", scale=1.0), InitSpec("random", scale=None), InitSpec("
 
 def _dense(specs, seeds):
     m = DenseDEQ(N, N, M, get_family("tanh"), ensemble=len(specs), dtype=torch.float64,
-                 solver=SolveSpec("forward", 1e-8, 60), gradient=GradientMethod("implicit", tol=1e-10))
+                 solver=SolverSettings("forward", 1e-8, 60), gradient=GradientSettings(tol=1e-10, max_iter=50))
     initialise(m, specs, seeds, kernel=build_kernel("se"), x_in=X, x_out=XO)
     return m
 
 
 def _conv(specs, seeds):
     m = ConvDEQ(2, 5, get_family("relu"), ensemble=len(specs), dtype=torch.float64,
-                solver=SolveSpec("anderson", 1e-8, 60), gradient=GradientMethod("implicit", tol=1e-10))
+                solver=SolverSettings("anderson", 1e-8, 60), gradient=GradientSettings(tol=1e-10, max_iter=50))
     initialise(m, specs, seeds, image_size=(8, 8))
     return m
 
 
 def _grads(model, t, target):
     model.zero_grad()
-    out = model(t)
+    run = model.run(t)
     # sum of per-member mean losses: each member's gradient is its own loss's gradient
-    loss = ((out - target) ** 2).flatten(1).mean(1).sum()
+    loss = ((run.out - target) ** 2).flatten(1).mean(1).sum()
     loss.backward()
-    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+    return run.out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, run
 
 
 def _check(builder, t, target, specs):
     seeds = list(range(len(specs)))
-    out_all, g_all = _grads(builder(specs, seeds), t, target)
+    out_all, g_all, _ = _grads(builder(specs, seeds), t, target)
     for e, (spec, seed) in enumerate(zip(specs, seeds)):
         te = t[e : e + 1] if t.shape[0] > 1 else t
-        out_e, g_e = _grads(builder([spec], [seed]), te, target[e : e + 1])
+        out_e, g_e, _ = _grads(builder([spec], [seed]), te, target[e : e + 1])
         assert (out_all[e] - out_e[0]).abs().max() <= 1e-6
         for name in g_e:
             assert (g_all[name][e] - g_e[name][0]).abs().max() <= 1e-6, name
@@ -68,16 +69,16 @@ def test_member_groups_give_the_same_outputs_gradients_and_statistics():
     t = torch.randn(len(SPECS), 5, N)
     target = torch.randn(len(SPECS), 5, M)
     whole = _dense(SPECS, list(range(len(SPECS))))
-    out_w, g_w = _grads(whole, t, target)
+    out_w, g_w, run_w = _grads(whole, t, target)
     grouped = _dense(SPECS, list(range(len(SPECS))))
     grouped.member_chunk = 3  # groups of 3 and 1
-    out_g, g_g = _grads(grouped, t, target)
+    out_g, g_g, run_g = _grads(grouped, t, target)
     assert torch.allclose(out_w, out_g, atol=1e-12)
     for name in g_w:
         assert torch.allclose(g_w[name], g_g[name], atol=1e-12), name
-    fw, fg = whole.last_forward, grouped.last_forward
+    fw, fg = run_w.forward, run_g.forward
     assert torch.equal(fw.iterations, fg.iterations) and fg.trace.shape[1] == len(SPECS)
-    bw, bg = whole.gradient.stats.result, grouped.gradient.stats.result
+    bw, bg = run_w.backward.result, run_g.backward.result
     assert torch.equal(bw.iterations, bg.iterations)
 
 

@@ -36,8 +36,9 @@ def test_deq_fixed_point_and_prediction_equal_exact_kglm(fname, kname):
     model = kglm_deq(fname, kernel, X_IN, X_OUT, lam)
     with torch.no_grad():
         z = model.fixed_point(_batch(t))[0, 0]
-        pred = model(_batch(t))[0, 0]
-    assert bool(model.last_forward.converged.all())
+        run = model.run(_batch(t))
+        pred = run.out[0, 0]
+    assert bool(run.forward.converged.all())
     theta_star, _ = sol.predict(kernel(X_OUT, X_IN))
     assert (z - sol.mean).abs().max() <= 1e-6
     assert (pred - theta_star).abs().max() <= 1e-6
@@ -122,7 +123,8 @@ def test_exact_solver_rejects_bad_input():
 def test_prior_mean_enters_as_the_biases(fname):
     # theta = m + K alpha: the DEQ's fixed point with b = m, and its readout with c = m
     from deqexp.inits import InitSpec, initialise
-    from deqexp.models import DenseDEQ, SolveSpec
+    from deqexp.models import DenseDEQ
+    from deqexp.solvers import SolverSettings
 
     kernel, fam = KERNELS["se"], get_family(fname)
     k = kernel(X_IN)
@@ -131,7 +133,7 @@ def test_prior_mean_enters_as_the_biases(fname):
     sol = fit_kglm(k, t, fam, lam, prior_mean=0.4)
     assert sol.converged
     model = DenseDEQ(N, N, len(X_OUT), fam, dtype=torch.float64, readout="mean",
-                     solver=SolveSpec("anderson", 1e-13, 2000))
+                     solver=SolverSettings("anderson", 1e-13, 2000))
     initialise(model, [InitSpec("kglm", lam=lam, prior_mean=0.4)], [0], kernel=kernel,
                x_in=X_IN, x_out=X_OUT)
     with torch.no_grad():

@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from deqexp.families import get_family
-from deqexp.gradients import GradientMethod
+from deqexp.gradients import GradientSettings
 from deqexp.inits import InitSpec, initialise
 from deqexp.kernels import build_kernel
-from deqexp.models import DenseDEQ, SolveSpec
+from deqexp.models import DenseDEQ
+from deqexp.solvers import SolverSettings
 
 N, M = 8, 5
 
@@ -18,8 +19,8 @@ def _model(gradient="implicit", family="tanh", lam_factor=1.3, tol=1e-13, max_it
     xo = torch.linspace(-1.5, 2.5, M)[:, None]
     k = build_kernel("se")
     lam = lam_factor * float(torch.linalg.matrix_norm(k(x), 2))
-    m = DenseDEQ(N, N, M, fam, dtype=torch.float64, solver=SolveSpec("forward", tol, max_iter),
-                 gradient=GradientMethod(gradient, bwd_solver, tol, max_iter))
+    m = DenseDEQ(N, N, M, fam, dtype=torch.float64, solver=SolverSettings("forward", tol, max_iter),
+                 gradient=GradientSettings(bwd_solver, tol, max_iter, gradient=gradient))
     initialise(m, [InitSpec("kglm", lam=lam)], [0], kernel=k, x_in=x, x_out=xo)
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():  # move off the kGLM point so that every weight matters
@@ -78,8 +79,9 @@ def test_onestep_error_shrinks_with_the_jacobian_norm():
 
 def test_backward_solve_statistics_are_recorded():
     model = _model()
-    _loss(model, torch.rand(1, 2, N), torch.randn(1, 2, M)).backward()
-    stats = model.gradient.stats.result
+    run = model.run(torch.rand(1, 2, N))
+    ((run.out - torch.randn(1, 2, M)) ** 2).mean().backward()
+    stats = run.backward.result
     assert stats is not None and bool(stats.converged.all())
     assert stats.iterations.min() >= 1
 

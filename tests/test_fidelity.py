@@ -1,0 +1,202 @@
+"""The paper presets run the authors' exact algorithm (PAPER-PROTOCOL.md, E1 and E2).
+
+The reference below re-implements the authors' loop line by line in plain torch, as the
+protocol describes it (forward routine with one application before the loop, whole-batch
+residual with ``1e-5 +``, one more application with gradients, a backward hook that runs the
+same routine on ``u -> u J + g`` from ``u = g`` with J taken at that last application's
+output; full-batch Adam for E1, batches of 10 with cosine-annealed Adam for E2; Q trained for
+kglm and naive, fixed at 0 for random). deqexp's presets must give the same train and test
+losses, epoch by epoch, to 1e-8 in float64.
+"""
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deqexp.logging import RunFolder
+from deqexp.solvers import SolverSettings
+from deqexp.train import build_model, load_job_data, members_from_config, train_job
+from tests.compose import compose_config
+
+TOL = 1e-8
+
+
+def authors_solver(f, z0, tol, max_iter):
+    """Their forward routine: f once before the loop, then up to max_iter times."""
+    f0 = f(z0)
+    for _ in range(max_iter):
+        z = f0
+        f0 = f(z)
+        if (f0 - z).norm() / (1e-5 + f0.norm()) < tol:
+            break
+    return f0
+
+
+def authors_deq(f, z_init, tol, max_iter):
+    """Their DEQ layer: solve without gradients, one application with them, backward hook."""
+    with torch.no_grad():
+        z = authors_solver(f, z_init, tol, max_iter)
+    z = f(z)
+    if z.requires_grad:
+        z0 = z.clone().detach().requires_grad_()
+        f0 = f(z0)
+
+        def hook(grad):
+            return authors_solver(
+                lambda u: torch.autograd.grad(f0, z0, u, retain_graph=True)[0] + grad,
+                grad, tol, max_iter)
+
+        z.register_hook(hook)
+    return z
+
+
+class DenseRef:
+    """E1's network: z = tanh(W z + U y + b), output V z + c + Q y."""
+
+    def __init__(self, p, tol, max_iter):
+        self.p, self.tol, self.max_iter = p, tol, max_iter
+
+    def __call__(self, y):
+        p = self.p
+        inj = y @ p["U"].T + p["b"]
+        z = authors_deq(lambda z: torch.tanh(z @ p["W"].T + inj), torch.zeros_like(inj),
+                        self.tol, self.max_iter)
+        return z @ p["V"].T + p["c"] + y @ p["Q"].T
+
+
+class ConvRef:
+    """E2's network: z = relu(conv_W z + conv_U y), output relu(conv_V z + conv_Q y)."""
+
+    def __init__(self, p, tol, max_iter):
+        self.p, self.tol, self.max_iter = p, tol, max_iter
+
+    def __call__(self, y):
+        p = self.p
+        conv = lambda x, w: F.conv2d(x, w, padding=w.shape[-1] // 2)  # noqa: E731
+        inj = conv(y, p["U"])
+        z = authors_deq(lambda z: torch.relu(conv(z, p["W"]) + inj), torch.zeros_like(inj),
+                        self.tol, self.max_iter)
+        return torch.relu(conv(z, p["V"]) + conv(y, p["Q"]))
+
+
+def _deqexp_run(tmp_path, overrides):
+    """Train the preset with deqexp; return its config, initial parameters, data and metrics."""
+    cfg = compose_config(*overrides, "logger=csv", "logger.progress=false", "trainer.dtype=float64")
+    members = members_from_config(cfg)
+    job = load_job_data(cfg, members, torch.device("cpu"), torch.float64)
+    model = build_model(cfg, job, members, torch.device("cpu"), torch.float64)
+    init = {n: q.detach().clone() for n, q in model.named_parameters()}
+    train_job(cfg, RunFolder(tmp_path, "x"))
+    return cfg, members, init, job, pd.read_csv(tmp_path / "metrics.csv")
+
+
+def _mse_in_batches(net, x, y, batch):
+    with torch.no_grad():
+        losses = [F.mse_loss(net(x[i : i + batch]), y[i : i + batch]) for i in range(0, len(x), batch)]
+    return float(torch.stack(losses).mean())
+
+
+def _compare(metrics, member, reference_rows):
+    got = metrics[metrics.member == member].sort_values("epoch")
+    for (epoch, train, test), (_, row) in zip(reference_rows, got.iterrows()):
+        assert row.epoch == epoch
+        assert abs(row.test_loss - test) <= TOL * max(1.0, test), (member, epoch, row.test_loss, test)
+        assert abs(row.train_loss - train) <= TOL * max(1.0, train), (member, epoch, row.train_loss, train)
+    assert len(got) == len(reference_rows)
+
+
+def _e1_kernel(a, b):
+    d = (a[:, None] - b[None, :]).abs()
+    return torch.exp(-0.5 * d**2) * torch.exp(-torch.sin(d) ** 2)
+
+
+def test_e1_preset_matches_the_authors_loop_for_every_init(tmp_path):
+    epochs = 4
+    cfg, members, init, job, metrics = _deqexp_run(tmp_path, [
+        "experiment=paper/e1_quick", "dataset.n_train=160", "dataset.n_test=40",
+        f"trainer.epochs={epochs}", "trainer.ensemble.seeds=1"])
+    fwd = cfg.solver.forward
+    x_in = torch.linspace(-2 * math.pi, 2 * math.pi, cfg.dataset.length, dtype=torch.float64)
+    x_out = x_in - cfg.dataset.shift
+    # the protocol's initialisations, computed here from the formulas
+    k, ks = _e1_kernel(x_in, x_in), _e1_kernel(x_out, x_in)
+    lam = torch.linalg.matrix_norm(k, 2)
+    k_naive = torch.exp(-0.5 * (x_in[:, None] - x_in[None, :]) ** 2)
+    lam_naive = torch.linalg.matrix_norm(k_naive, 2)
+    xtr, ytr, xte, yte = job.train_x[0], job.train_y[0], job.test_x[0], job.test_y[0]
+    for m in members:
+        p = {n: init[n][m.index].clone() for n in "WUbVcQ"}
+        if m.spec.name == "kglm":
+            expect = {"W": -k / lam, "U": k / lam, "V": -ks / lam, "Q": ks / lam}
+        elif m.spec.name == "naive":
+            expect = {"W": -k_naive / lam_naive, "U": k_naive / lam_naive, "Q": 0 * ks}
+        else:  # random: the framework's dense-layer default, U(+-1/sqrt(fan_in)); Q fixed at 0
+            bound = 1 / math.sqrt(cfg.dataset.length)
+            assert p["W"].abs().max() <= bound and p["W"].abs().max() > 0.9 * bound
+            expect = {"Q": 0 * ks}
+        for name, value in expect.items():
+            assert torch.allclose(p[name], value, atol=1e-12), (m.spec.name, name)
+        assert p["b"].abs().max() == 0 and p["c"].abs().max() == 0
+        trained = [n for n in "WUbVcQ" if not (n == "Q" and m.spec.name == "random")]
+        for n in trained:
+            p[n].requires_grad_()
+        net = DenseRef(p, fwd.tol, fwd.max_iter)
+        opt = torch.optim.Adam([p[n] for n in trained], lr=cfg.optim.lr)
+        rows = [(0, _mse_in_batches(net, xtr, ytr, len(xtr)), _mse_in_batches(net, xte, yte, len(xte)))]
+        for epoch in range(1, epochs + 1):
+            opt.zero_grad()
+            F.mse_loss(net(xtr), ytr).backward()
+            opt.step()
+            rows.append((epoch, _mse_in_batches(net, xtr, ytr, len(xtr)),
+                         _mse_in_batches(net, xte, yte, len(xte))))
+        _compare(metrics, m.index, rows)
+
+
+def test_e2_preset_matches_the_authors_loop(tmp_path):
+    epochs, batch = 2, 10
+    cfg, members, init, job, metrics = _deqexp_run(tmp_path, [
+        "experiment=paper/e2_quick", "dataset.n_train=20", "dataset.n_test=10",
+        f"trainer.epochs={epochs}", "trainer.ensemble.scales=[0.5]"])
+    fwd = cfg.solver.forward
+    xtr, ytr, xte, yte = job.train_x[0], job.train_y[0], job.test_x[0], job.test_y[0]
+    steps = epochs * math.ceil(len(xtr) / batch)
+    for m in members:
+        p = {n: init[n][m.index].clone() for n in "WUVQ"}
+        if m.spec.name == "kglm":  # V, Q share W, U's filters; recurrent negative, input positive
+            assert torch.equal(p["V"], p["W"]) and torch.equal(p["Q"], p["U"])
+            assert torch.allclose(p["W"], -p["U"])
+        for n in p:
+            p[n].requires_grad_()
+        net = ConvRef(p, fwd.tol, fwd.max_iter)
+        opt = torch.optim.Adam(list(p.values()), lr=cfg.optim.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=cfg.optim.eta_min)
+        order = torch.Generator().manual_seed(cfg.trainer.seed + 1_000_003)  # deqexp's batch order
+        rows = [(0, _mse_in_batches(net, xtr, ytr, batch), _mse_in_batches(net, xte, yte, batch))]
+        for epoch in range(1, epochs + 1):
+            perm = torch.randperm(len(xtr), generator=order)
+            for i in range(0, len(xtr), batch):
+                idx = perm[i : i + batch]
+                opt.zero_grad()
+                F.mse_loss(net(xtr[idx]), ytr[idx]).backward()
+                opt.step()
+                sched.step()
+            rows.append((epoch, _mse_in_batches(net, xtr, ytr, batch), _mse_in_batches(net, xte, yte, batch)))
+        _compare(metrics, m.index, rows)
+
+
+@pytest.mark.parametrize("scale", [1e-7, 1e-5, 1.0])
+@pytest.mark.parametrize("max_iter", [3, 25])
+def test_authors_counting_and_residual_match_their_routine(scale, max_iter):
+    # a contraction towards a small fixed point: where ||f(z)|| is near 1e-5 the `1e-5 +`
+    # decides when the loop stops, and the count decides which iterate comes back
+    gen = torch.Generator().manual_seed(0)
+    a = 0.9 * torch.linalg.qr(torch.randn(6, 6, generator=gen))[0]
+    c = scale * torch.randn(4, 6, generator=gen)
+    f = lambda z: z @ a.T + c  # noqa: E731
+    z0 = torch.zeros(4, 6)
+    settings = SolverSettings("forward", tol=1e-2, max_iter=max_iter, stop="member",
+                              residual_eps=1e-5, counting="authors")
+    got = settings.solve(f, z0[None])
+    assert torch.equal(got.z[0], authors_solver(f, z0, 1e-2, max_iter))
