@@ -102,7 +102,8 @@ def init_timing(cfg, folder) -> dict:
             s = replace(spec, name=init, scale=None if init == "random" else spec.scale)
             for trial in range(tc.trials):
                 sec = _timed(lambda s=s: conv_member(s, channels, tc.kernel_size,
-                                                     (tc.image_size, tc.image_size), "zeros", gen))
+                                                     (tc.image_size, tc.image_size), "zeros", gen,
+                                                     norm_method=cfg.model.norm_method))
                 rows.append({"layer": "conv", "size": channels, "init": init, "trial": trial,
                              "seconds": sec})
     log = CsvLog(folder.path / "timing.csv", columns=list(rows[0]))

@@ -64,7 +64,8 @@ class ModelConf:
     readout: str = "natural"     # natural (V z + Q t + c) | mean (family mean of it)
     kernel_size: int = 5         # conv
     padding: str = "zeros"       # conv: zeros | circular
-    norm_method: str = "exact"   # conv operator norms in the metrics: exact | dft | bound
+    norm_method: str = "exact"   # conv operator norms, for the kglm init's lambda and in the
+                                 # metrics alike: exact | dft (the authors') | bound
 
 
 @dataclass
@@ -247,7 +248,7 @@ def validate(cfg) -> None:
     for s in cfg.trainer.ensemble.scales:
         _positive("trainer.ensemble.scales", s)
     _choice("init.construction", cfg.init.construction, ("pd", "paper"))
-    _choice("init.norm_method", cfg.init.norm_method, ("exact", "dft", "bound"))
+    _choice("model.norm_method", cfg.model.norm_method, ("exact", "dft", "bound"))
     _choice("model.kind", cfg.model.kind, ("dense", "conv"))
     _choice("model.readout", cfg.model.readout, ("natural", "mean"))
     _choice("model.padding", cfg.model.padding, ("zeros", "circular"))

@@ -44,7 +44,6 @@ class InitSpec:
     coupling: float = 0.0              # conv 'pd': weight of the shared cross-channel term
     lengthscale_low: float = 0.0       # conv: per-channel length-scales ~ U(low, high)
     lengthscale_high: float = 4.0
-    norm_method: str = "exact"         # conv lambda from: exact | dft (paper) | bound
     prior_mean: float = 0.0            # dense kglm: constant prior mean of f, as biases b and c
 
     def __post_init__(self):
@@ -111,7 +110,8 @@ def dense_member(spec: InitSpec, kernel: Kernel, x_in: Tensor, x_out: Tensor,
 
 
 def conv_member(spec: InitSpec, channels: int, kernel_size: int, image_size: tuple[int, int],
-                padding: str, gen: torch.Generator, dtype=torch.float64) -> dict[str, Tensor]:
+                padding: str, gen: torch.Generator, dtype=torch.float64,
+                norm_method: str = "exact") -> dict[str, Tensor]:
     """Filters W, U, V, Q of one convolutional member (hidden channels = input channels)."""
     r, c = kernel_size // 2, channels
     shape = (c, c, kernel_size, kernel_size)
@@ -129,7 +129,7 @@ def conv_member(spec: InitSpec, channels: int, kernel_size: int, image_size: tup
     if spec.lam is not None:
         lam = spec.lam
     else:
-        norm = operators.conv_norm(filt, *image_size, padding=padding, method=spec.norm_method)
+        norm = operators.conv_norm(filt, *image_size, padding=padding, method=norm_method)
         lam = float(norm) / (spec.scale or 1.0)
     if spec.name == "naive":
         return {"W": -filt / lam, "U": filt / lam,
@@ -149,7 +149,7 @@ def initialise(model: DenseDEQ | ConvDEQ, specs: list[InitSpec], seeds: list[int
             gen = torch.Generator().manual_seed(int(seed))
             if isinstance(model, ConvDEQ):
                 weights = conv_member(spec, model.W.shape[1], model.W.shape[-1], image_size,
-                                      model.padding, gen)
+                                      model.padding, gen, norm_method=model.norm_method)
             else:
                 weights = dense_member(spec, kernel, x_in, x_out, model.W.shape[1], gen)
             for name, value in weights.items():

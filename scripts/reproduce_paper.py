@@ -4,10 +4,10 @@
     python scripts/reproduce_paper.py --profile quick            # `make reproduce-paper`
     python scripts/reproduce_paper.py --profile full --launcher slurm -- hydra.launcher.partition=gpu
 
-Each experiment is one `deqexp train experiment=paper/EXP[_PROFILE]` command (E2/E3 as a
-multirun over seeds), so its runs land in deterministic folders under --root: a rerun
-skips what is complete and finishes what is not. Extra Hydra overrides after `--` go to
-every experiment.
+Each experiment is one `deqexp train experiment=paper/EXP[_PROFILE]` command (a multirun
+where the preset sweeps, e.g. E2/E3 over seeds), so its runs land in deterministic folders
+under --root: a rerun skips what is complete and finishes what is not. Extra Hydra overrides
+after `--` go to every experiment.
 """
 from __future__ import annotations
 
@@ -16,14 +16,31 @@ import subprocess
 import sys
 import time
 
-EXPERIMENTS = ("e1", "e2", "e3", "e4", "e5", "e6")
-MULTIRUN = ("e2", "e3")  # sweeps over seeds; the others are single jobs (ensembles)
+from deqexp.report import EXPERIMENTS, PROFILES
+
+
+def preset_name(exp: str, profile: str) -> str:
+    return f"paper/{exp}" if profile == "full" else f"paper/{exp}_{profile}"
+
+
+def sweeps(preset: str) -> bool:
+    """Whether the preset declares a sweep (hydra.sweeper.params), i.e. runs as a multirun."""
+    from hydra import compose, initialize_config_dir
+
+    from deqexp.cli import CONF_DIR, register_resolvers
+    from deqexp.config import register
+
+    register()
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="train"):
+        cfg = compose("config", [f"experiment={preset}"], return_hydra_config=True)
+    return bool(cfg.hydra.sweeper.get("params"))
 
 
 def command(exp: str, profile: str, root: str, launcher: str, extra: list[str]) -> list[str]:
-    preset = f"paper/{exp}" if profile == "full" else f"paper/{exp}_{profile}"
+    preset = preset_name(exp, profile)
     cmd = [sys.executable, "-m", "deqexp.cli", "train"]
-    if exp in MULTIRUN:
+    if sweeps(preset):
         cmd.append("-m")
     cmd += [f"experiment={preset}", f"paths.output={root}", f"launcher={launcher}", *extra]
     return cmd
@@ -32,7 +49,7 @@ def command(exp: str, profile: str, root: str, launcher: str, extra: list[str]) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
+    parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--root", default=".", help="folder for runs/ and multirun/ (default: .)")
     parser.add_argument("--out", default="results/paper", help="report folder (default: results/paper)")
     parser.add_argument("--launcher", default="local", choices=["local", "joblib", "slurm", "slurm_local"])

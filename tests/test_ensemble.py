@@ -15,16 +15,19 @@ SPECS = [InitSpec("kglm", scale=1.0), InitSpec("random", scale=None), InitSpec("
          InitSpec("random", scale=5.0)]
 
 
+BACKWARD = GradientSettings(tol=1e-10, max_iter=50)
+
+
 def _dense(specs, seeds):
     m = DenseDEQ(N, N, M, get_family("tanh"), ensemble=len(specs), dtype=torch.float64,
-                 solver=SolverSettings("forward", 1e-8, 60), gradient=GradientSettings(tol=1e-10, max_iter=50))
+                 solver=SolverSettings("forward", 1e-8, 60), gradient=BACKWARD)
     initialise(m, specs, seeds, kernel=build_kernel("se"), x_in=X, x_out=XO)
     return m
 
 
 def _conv(specs, seeds):
     m = ConvDEQ(2, 5, get_family("relu"), ensemble=len(specs), dtype=torch.float64,
-                solver=SolverSettings("anderson", 1e-8, 60), gradient=GradientSettings(tol=1e-10, max_iter=50))
+                solver=SolverSettings("anderson", 1e-8, 60), gradient=BACKWARD)
     initialise(m, specs, seeds, image_size=(8, 8))
     return m
 

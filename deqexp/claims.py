@@ -1,0 +1,214 @@
+"""The report's tables and claim checks: pure pandas, no files (``deqexp report`` writes them).
+
+A claim check returns ``(held, text)``: ``held`` is True/False for a claim that the numbers can
+confirm or refute, None for a measurement with no pass/fail (E5); ``text`` gives the numbers.
+Comparisons between inits are paired by seed (the same data), and every E1/E6/E2/E3 verdict
+says whether the fixed point was reached.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+Verdict = tuple[bool | None, str]
+
+
+def _loss(values: pd.Series) -> pd.Series:
+    """Test losses with NaN/inf (diverged) as +inf, so that they lose every comparison."""
+    return values.where(np.isfinite(values), np.inf)
+
+
+def reported_epochs(last: int) -> list[int]:
+    return sorted({0, last // 8, last // 4, last // 2, last})
+
+
+# --------------------------------------------------------------------------- E1 and E6
+def paired_wins(df: pd.DataFrame, epoch: int, other: str, base: str = "kglm") -> float:
+    """Fraction of seeds in which ``base`` has a lower test loss than ``other`` at ``epoch``."""
+    at = df[df.epoch == epoch]
+    a = at[at.init == base].set_index("seed").test_loss
+    b = at[at.init == other].set_index("seed").test_loss
+    common = a.index.intersection(b.index)
+    if not len(common):
+        return math.nan
+    return float((_loss(a[common]) < _loss(b[common])).mean())
+
+
+def curves_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per init and reported epoch: test loss min / mean / max over seeds, diverged members,
+    the forward solver's mean relative residual and converged fraction, mean ||W||_2, and for
+    the other inits the fraction of seeds that kglm beats (paired) and whether the seed ranges
+    overlap kglm's."""
+    rows = []
+    for e in reported_epochs(int(df.epoch.max())):
+        at = df[df.epoch == e]
+        kglm = at[at.init == "kglm"].test_loss
+        for init, g in at.groupby("init", sort=False):
+            v = g.test_loss
+            row = {"init": init, "epoch": e, "seeds": len(v), "min": v.min(), "mean": v.mean(),
+                   "max": v.max(), "diverged": int((g.status != "ok").sum()),
+                   "fwd_residual": g.fwd_residual.mean(), "converged_frac": g.converged_frac.mean(),
+                   "op_norm_W": g.op_norm_W.mean()}
+            if init != "kglm" and len(kglm):
+                row["kglm_beats"] = paired_wins(df, e, init)
+                row["overlaps_kglm"] = bool(v.min() <= kglm.max() and kglm.min() <= v.max())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def convergence_note(table: pd.DataFrame, where: str = "epoch") -> str:
+    """A sentence saying whether the forward solves reached their tolerance."""
+    worst = table.loc[table.converged_frac.idxmin()]
+    if worst.converged_frac >= 1.0:
+        return "The forward solves reached their tolerance everywhere (converged fraction 1)."
+    return (f"The DEQ was NOT at its fixed point: the forward solver stopped at its iteration "
+            f"cap with converged fraction as low as {worst.converged_frac:.2g} ({worst.init}, "
+            f"{where} {worst[where]:.3g}, mean relative residual {worst.fwd_residual:.2g}); the "
+            f"losses are those of the iterate it stopped at, and the implicit gradient was taken "
+            f"at a point that is not a fixed point.")
+
+
+def curves_claim(table: pd.DataFrame) -> Verdict:
+    """kglm beats every other init at the last epoch: lower mean loss, more than half of the
+    seeds won (paired), no more diverged members."""
+    last = table[table.epoch == table.epoch.max()].set_index("init")
+    k = last.loc["kglm"]
+    others = [i for i in last.index if i != "kglm"]
+    held = all(k["mean"] < last.loc[o, "mean"] and last.loc[o, "kglm_beats"] > 0.5
+               and k["diverged"] <= last.loc[o, "diverged"] for o in others)
+    parts = [f"kglm {k['mean']:.4g} (range {k['min']:.4g}-{k['max']:.4g}, {int(k['diverged'])} diverged)"]
+    for o in others:
+        r = last.loc[o]
+        parts.append(f"{o} {r['mean']:.4g} (range {r['min']:.4g}-{r['max']:.4g}, "
+                     f"{int(r['diverged'])} diverged; kglm better in {r['kglm_beats']:.0%} of "
+                     f"seeds, ranges {'overlap' if r['overlaps_kglm'] else 'do not overlap'})")
+    return held, (f"final mean test loss over {int(k['seeds'])} seeds at epoch {int(k['epoch'])}: "
+                  + "; ".join(parts) + ". " + convergence_note(table))
+
+
+def compare_curves(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Last-epoch mean test loss, converged fraction and residual per init, one column group
+    per variant (e.g. the authors' counting, one application fewer, solved to equilibrium)."""
+    out = None
+    for label, t in tables.items():
+        last = t[t.epoch == t.epoch.max()].set_index("init")
+        part = pd.DataFrame({f"{label}: mean": last["mean"], f"{label}: converged_frac": last.converged_frac,
+                             f"{label}: residual": last.fwd_residual})
+        out = part if out is None else out.join(part, how="outer")
+    return out.reset_index()
+
+
+def count_sensitivity(authors: pd.DataFrame, fewer: pd.DataFrame) -> tuple[float, str]:
+    """Largest relative change of an init's mean test loss curve when each solve applies f once
+    less; a converged solver gives ~0."""
+    a = authors.groupby(["init", "epoch"]).test_loss.mean()
+    b = fewer.groupby(["init", "epoch"]).test_loss.mean()
+    rel = ((a - b).abs() / a.abs()).dropna()
+    worst = rel.idxmax()
+    last = int(authors.epoch.max())
+    finals = "; ".join(f"{i} {a[(i, last)]:.4g} -> {b[(i, last)]:.4g}" for i in a.index.levels[0]
+                       if (i, last) in a and (i, last) in b)
+    return float(rel.max()), (f"with one application of f fewer per solve, the mean test loss "
+                              f"changes by up to {rel.max():.1%} ({worst[0]}, epoch {worst[1]}); "
+                              f"final epoch: {finals}")
+
+
+# --------------------------------------------------------------------------- E2 and E3
+def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per init and epoch: the best scale's mean test loss and its std over seeds, whether that
+    scale is at the edge of the sweep grid, its converged fraction, the median over scales and
+    the number of diverged runs."""
+    lo, hi = df.scale.min(), df.scale.max()
+    rows = []
+    for (init, epoch), g in df.groupby(["init", "epoch"], sort=False):
+        finite = g[np.isfinite(g.test_loss) & (g.status == "ok")]
+        per_scale = finite.groupby("scale").agg(mean=("test_loss", "mean"), std=("test_loss", "std"),
+                                                converged=("converged_frac", "mean"))
+        row = {"init": init, "epoch": epoch, "best_scale": math.nan, "best_mean_test_loss": math.nan,
+               "best_std_over_seeds": math.nan, "best_at_grid_edge": False,
+               "best_converged_frac": math.nan, "median_over_scales": math.nan}
+        if len(per_scale):
+            best = per_scale["mean"].idxmin()
+            row.update(best_scale=best, best_mean_test_loss=per_scale.loc[best, "mean"],
+                       best_std_over_seeds=per_scale.loc[best, "std"],
+                       best_at_grid_edge=bool(best in (lo, hi)),
+                       best_converged_frac=per_scale.loc[best, "converged"],
+                       median_over_scales=per_scale["mean"].median())
+        row.update(converged_frac=g.converged_frac.mean(),
+                   diverged=int(((g.status != "ok") | ~np.isfinite(g.test_loss)).sum()), runs=len(g))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_convergence(df: pd.DataFrame) -> pd.DataFrame:
+    """Per init and scale at the last epoch: converged fraction, residual, diverged runs."""
+    last = df[df.epoch == df.epoch.max()]
+    return (last.groupby(["init", "scale"])
+                .agg(converged_frac=("converged_frac", "mean"), fwd_residual=("fwd_residual", "mean"),
+                     fwd_iters_mean=("fwd_iters_mean", "mean"),
+                     diverged=("status", lambda s: int((s != "ok").sum())))
+                .reset_index())
+
+
+def sweep_claim(table: pd.DataFrame) -> Verdict:
+    """kglm's best scale beats random's, with no more diverged runs; an optimum on the grid's
+    edge and unconverged solves are said."""
+    last = table[table.epoch == table.epoch.max()].set_index("init")
+    k, r = last.loc["kglm"], last.loc["random"]
+    held = bool(k.best_mean_test_loss < r.best_mean_test_loss and k.diverged <= r.diverged)
+    text = (f"final epoch, best scale: kglm {k.best_mean_test_loss:.4g} "
+            f"(+/- {k.best_std_over_seeds:.2g}, scale {k.best_scale:.3g}) vs random "
+            f"{r.best_mean_test_loss:.4g} (+/- {r.best_std_over_seeds:.2g}, scale "
+            f"{r.best_scale:.3g}); median over scales kglm {k.median_over_scales:.4g} vs "
+            f"random {r.median_over_scales:.4g}; diverged runs kglm {int(k.diverged)} vs "
+            f"random {int(r.diverged)} of {int(k.runs)} each")
+    edges = [i for i in ("kglm", "random") if last.loc[i, "best_at_grid_edge"]]
+    if edges:
+        text += (f". The best scale of {' and '.join(edges)} sits at the edge of the sweep grid: "
+                 "its optimum may lie outside it, so its best loss is a bound, not a minimum")
+    frac = table[table.epoch == table.epoch.max()].converged_frac.min()
+    if frac < 1:
+        text += (f". Not every solve reached its tolerance (mean converged fraction over scales "
+                 f"as low as {frac:.2g}; per scale in the convergence table)")
+    return held, text
+
+
+# --------------------------------------------------------------------------- E4
+def agreement_table(df: pd.DataFrame) -> pd.DataFrame:
+    return (df.groupby("init", sort=False)
+              .agg(images=("image", "count"), msd_mean=("msd", "mean"), msd_max=("msd", "max"),
+                   pixels_differ_mean=("pixels_differ", "mean"),
+                   pixels_differ_max=("pixels_differ", "max"), iterations_max=("iterations", "max"),
+                   converged_frac=("converged", "mean"))
+              .reset_index())
+
+
+def agreement_claim(table: pd.DataFrame) -> Verdict:
+    t = table.set_index("init")
+    k, r = t.loc["kglm"], t.loc["random"]
+    held = bool(k.msd_max < 1e-10 and k.pixels_differ_max == 0 and r.msd_mean > 1e-3)
+    return held, (f"kglm: mean squared difference {k.msd_mean:.3g} (max {k.msd_max:.3g}), "
+                  f"{k.pixels_differ_max:.0f} pixels differ at most; random: {r.msd_mean:.3g}, "
+                  f"{r.pixels_differ_mean:.1f} pixels differ on average ({int(k.images)} images)")
+
+
+# --------------------------------------------------------------------------- E5
+def timing_table(df: pd.DataFrame) -> pd.DataFrame:
+    med = df.groupby(["layer", "size", "init"]).seconds.median().unstack("init").reset_index()
+    med["kglm/random"] = med["kglm"] / med["random"]
+    return med.rename(columns={"kglm": "kglm_s", "random": "random_s"})
+
+
+def timing_claim(table: pd.DataFrame) -> Verdict:
+    """A measurement, not a pass/fail claim: the cost ratio at the largest size and how the
+    kglm init's time grows with the size (log-log slope)."""
+    parts = []
+    for layer, g in table.groupby("layer"):
+        row = g.loc[g["size"].idxmax()]
+        slope = np.polyfit(np.log(g["size"].astype(float)), np.log(g.kglm_s), 1)[0] if len(g) > 1 else math.nan
+        parts.append(f"{layer} size {row['size']}: kglm {row.kglm_s * 1e3:.3g} ms vs random "
+                     f"{row.random_s * 1e3:.3g} ms, ratio {row['kglm/random']:.3g}x; kglm time grows "
+                     f"as size^{slope:.2f}")
+    return None, "the kglm init against a random draw, median over trials: " + "; ".join(parts)
