@@ -207,7 +207,8 @@ def timing_claim(table: pd.DataFrame) -> Verdict:
     parts = []
     for layer, g in table.groupby("layer"):
         row = g.loc[g["size"].idxmax()]
-        slope = np.polyfit(np.log(g["size"].astype(float)), np.log(g.kglm_s), 1)[0] if len(g) > 1 else math.nan
+        sizes = np.log(g["size"].astype(float))
+        slope = np.polyfit(sizes, np.log(g.kglm_s), 1)[0] if len(g) > 1 else math.nan
         parts.append(f"{layer} size {row['size']}: kglm {row.kglm_s * 1e3:.3g} ms vs random "
                      f"{row.random_s * 1e3:.3g} ms, ratio {row['kglm/random']:.3g}x; kglm time grows "
                      f"as size^{slope:.2f}")

@@ -126,7 +126,8 @@ def construction_section(ctx: Context):
     kglm = last[last.init == "kglm"].set_index("construction").best_mean_test_loss
     text = ("with the positive-semi-definite filters: " + text + ". kglm best-scale test MSE: "
             + "; ".join(f"{c} {v:.4g}" for c, v in kglm.items()))
-    return held, text, [ctx.table(both, "e2_construction")], len(completed_runs(ctx.root, "e2_pd", ctx.profile))
+    jobs = len(completed_runs(ctx.root, "e2_pd", ctx.profile))
+    return held, text, [ctx.table(both, "e2_construction")], jobs
 
 
 def agreement_section(ctx: Context):
