@@ -12,24 +12,18 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from . import operators
+from .build import family_of, kernel_of, load_sets, solvers_of
 from .config import ConfigError
-from .data import load_dataset
-from .families import get_family
-from .inits import InitSpec, conv_member, dense_member, initialise
-from .kernels import build_kernel, grid_locations
+from .inits import InitSpec, conv_member, dense_member, initialise, kglm_lambda
+from .kernels import grid_locations
 from .kglm import fit_kglm
 from .logging import CsvLog
 from .models import DenseDEQ
 
 
-def _dataset_options(cfg) -> dict:
-    return {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k != "name"}
-
-
 def kglm_agreement(cfg, folder) -> dict:
     """E4: per image, the DEQ forward pass (kglm and random init) against the exact kGLM fit."""
-    data = load_dataset(cfg.dataset.name, cfg.trainer.seed, **_dataset_options(cfg))
+    data = load_sets(cfg, [cfg.trainer.seed])[0]
     noisy, clean = data.test_input.double(), data.test_target.double()
     if noisy.dim() != 4 or noisy.shape[1] != 1:
         raise ConfigError("task=kglm_agreement needs single-channel images: use "
@@ -37,16 +31,17 @@ def kglm_agreement(cfg, folder) -> dict:
     n_img, _, h, w = noisy.shape
     t = noisy.reshape(n_img, -1)
     x = grid_locations(h, w)
-    kernel = build_kernel(**OmegaConf.to_container(cfg.kernel))
+    kernel = kernel_of(cfg)
     k = kernel(x)
-    family = get_family(cfg.family.name, cfg.family.trials, cfg.family.classes)
+    family = family_of(cfg)
     spec: InitSpec = OmegaConf.to_object(cfg.init)
-    lam = spec.lam or float(operators.dense_norm(k)) / spec.scale
+    lam = kglm_lambda(k, spec)
+    solver, _ = solvers_of(cfg)
     exact = torch.stack([fit_kglm(k, t[i], family, lam).mean for i in range(n_img)])
     preds, rows = {}, []
     for init in ("kglm", "random"):
         model = DenseDEQ(h * w, h * w, h * w, family, readout="mean", dtype=torch.float64,
-                         solver=OmegaConf.to_object(cfg.solver.forward))
+                         solver=solver)
         member_spec = replace(spec, name=init, lam=lam if init == "kglm" else None,
                               scale=None if init == "random" else spec.scale)
         initialise(model, [member_spec], [cfg.trainer.seed], kernel=kernel, x_in=x, x_out=x)
@@ -87,7 +82,7 @@ def init_timing(cfg, folder) -> dict:
     """E5: seconds to build a kglm-initialised layer against a random one, as the size grows."""
     tc = cfg.timing
     spec: InitSpec = OmegaConf.to_object(cfg.init)
-    kernel = build_kernel(**OmegaConf.to_container(cfg.kernel))
+    kernel = kernel_of(cfg)
     gen = torch.Generator().manual_seed(cfg.trainer.seed)
     rows = []
     for width in tc.widths:

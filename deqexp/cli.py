@@ -1,6 +1,7 @@
 """The ``deqexp`` console script: sub-commands ``train`` (Hydra), ``verify`` and ``report``."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,18 +22,52 @@ examples:
   deqexp report --profile quick
 """
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def _dirname(overrides: str) -> str:
-    """Folder name of a run from its overrides ('defaults' when there are none); a long one is
-    cut and given a hash of the whole, so that two configs never share a folder."""
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _dirname(overrides) -> str:
+    """Folder name of a run from its overrides that change results ('defaults' when there are
+    none), sorted; a long one is cut and given a hash of the whole, so that two configs never
+    share a folder."""
     import hashlib
 
-    name = overrides.replace("/", "_") if overrides else "defaults"
+    from .config import NON_RESULT_KEYS
+
+    def changes_results(o: str) -> bool:
+        key = _override_key(o)
+        return not any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
+
+    kept = sorted(str(o) for o in overrides if changes_results(str(o)))
+    name = ",".join(kept).replace("/", "_") if kept else "defaults"
     if len(name) > 200:
         name = name[:180] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
     return name
+
+
+def _check_argv(argv: list[str]) -> str | None:
+    """Errors Hydra would report badly or too late: a preset that does not exist (Hydra's
+    message lists no choices) and an output folder that cannot be written."""
+    from .config import CONF_DIR
+
+    for arg in argv:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key == "experiment" and value:
+            root = Path(CONF_DIR) / "experiment"
+            presets = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")
+                             if not p.name.startswith("_"))
+            for name in value.split(","):
+                if name not in presets:
+                    return f"experiment={name} does not exist; choose one of: {', '.join(presets)}"
+        if key == "paths.output" and value:
+            path = Path(value)
+            probe = next((p for p in (path, *path.parents) if p.exists()), None)
+            if probe is None or not probe.is_dir() or not os.access(probe, os.W_OK):
+                return (f"paths.output={value} cannot be written ({probe} is not a writable folder); "
+                        "choose a folder you can write to")
+    return None
 
 
 def _logspace(*args) -> list[float]:
@@ -57,17 +92,21 @@ def train_main(argv: list[str]) -> None:
     """Run the Hydra app with ``argv`` as its command line."""
     import hydra
 
-    from .config import register
+    from .config import CONF_DIR, register
 
     register()
     register_resolvers()
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
     def app(cfg) -> None:
-        from .train import run_from_hydra
+        from .runner import run_from_hydra
 
         run_from_hydra(cfg)
 
+    problem = _check_argv(argv)
+    if problem:
+        print(f"deqexp train: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     sys.argv = ["deqexp train", *argv]
     app()
 

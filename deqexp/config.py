@@ -9,22 +9,28 @@ values before any training.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from . import data
-from .families import FAMILIES
+from .families import FAMILIES, get_family
 from .gradients import GradientSettings
 from .inits import DEFAULT_SCALE, INITS, InitSpec
-from .kernels import BASE_KERNELS
+from .kernels import BASE_KERNELS, build_kernel
 from .solvers import SOLVERS, SolverSettings
 
 TASKS = ("train", "kglm_agreement", "init_timing")
+# keys (and key prefixes) that do not change a run's results: left out of its fingerprint and
+# of its folder name
+NON_RESULT_KEYS = ("force", "name", "launcher", "logger", "trainer.device", "trainer.threads",
+                   "trainer.member_chunk", "paths.output", "hydra")
 
 
 class ConfigError(ValueError):
@@ -40,13 +46,16 @@ class FamilyConf:
 
 @dataclass
 class KernelConf:
+    """A kernel by name; unset (null) parameters take the kernel's own default, and setting
+    one that the kernel does not use is an error."""
+
     name: str = "se"         # a base kernel or a product such as "se*periodic"
-    lengthscale: float = 1.0
-    variance: float = 1.0
-    period: float = 6.283185307179586
-    period_lengthscale: float = 1.0
-    offset: float = 1.0
-    degree: int = 2
+    lengthscale: Optional[float] = None        # se, matern*: 1.0
+    variance: Optional[float] = None           # all: 1.0 (first factor of a product)
+    period: Optional[float] = None             # periodic: 2 pi
+    period_lengthscale: Optional[float] = None  # periodic's length-scale: 1.0
+    offset: Optional[float] = None             # linear: 0.0, polynomial: 1.0
+    degree: Optional[int] = None               # polynomial: 2
 
 
 @dataclass
@@ -95,6 +104,7 @@ class TrainerConf:
     seed: int = 0
     threads: int = 0             # torch threads per job (0: leave torch's default)
     eval_train: bool = True      # evaluate the full training set after each epoch
+    eval_every: int = 1          # evaluate, log and take operator norms every k epochs (and the last)
     freeze_wu_epochs: int = 0    # naive init: W and U fixed for this many epochs (E6)
     member_chunk: Optional[int] = None  # members solved together (None: ~1M values a group on
                                         # a CPU, all members on a GPU); results do not depend on it
@@ -181,10 +191,6 @@ def dataset_schema(name: str) -> type:
     return dataclasses.make_dataclass(f"{name.title().replace('_', '')}DatasetConf", fields)
 
 
-E1_KERNEL = dict(name="se*periodic", lengthscale=1.0, period=3.141592653589793,
-                 period_lengthscale=1.4142135623730951)
-
-
 def register() -> None:
     """Register the schema and every group option with Hydra's ConfigStore."""
     cs = ConfigStore.instance()
@@ -195,7 +201,6 @@ def register() -> None:
         cs.store(group="family", name=name, node=FamilyConf(name=name))
     for name in [*BASE_KERNELS, "se*periodic"]:
         cs.store(group="kernel", name=name.replace("*", "_x_"), node=KernelConf(name=name))
-    cs.store(group="kernel", name="e1", node=KernelConf(**E1_KERNEL))
     for name in SOLVERS:
         cs.store(group="solver", name=name,   # both solves: the backward one must converge too
                  node=SolverConf(forward=SolverSettings(name=name), backward=GradientSettings(name=name)))
@@ -213,6 +218,23 @@ def register() -> None:
     cs.store(group="paths", name="default", node=PathsConf())
 
 
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose(*overrides: str, hydra: bool = False):
+    """The config ``deqexp train OVERRIDES`` would run (in-process, Hydra's compose API);
+    with ``hydra=True`` the ``hydra`` node too (launcher, sweeper)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from .cli import register_resolvers
+
+    register()
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="train"):
+        return hydra_compose("config", list(overrides), return_hydra_config=hydra)
+
+
 # --------------------------------------------------------------------------- validation
 def _choice(key: str, value, choices) -> None:
     if value not in choices:
@@ -226,8 +248,38 @@ def _positive(key: str, value, strict: bool = True) -> None:
         raise ConfigError(f"{key}={value} is not valid; it must be {'>' if strict else '>='} 0")
 
 
+def _library_check(group: str, build) -> None:
+    """Build a library object; its ValueError becomes a ConfigError naming the group."""
+    try:
+        build()
+    except ValueError as err:
+        raise ConfigError(f"{group}: {err}") from None
+
+
+def unknown_keys(node, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """Keys that the schema does not define (Hydra's ``+key=value`` adds them even to a typed
+    config), each with the node's valid keys."""
+    from omegaconf import DictConfig
+
+    found = []
+    kind = OmegaConf.get_type(node)
+    allowed = {f.name for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else None
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if allowed is not None and key not in allowed:
+            found.append((path, sorted(allowed)))
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            found += unknown_keys(child, path + ".")
+    return found
+
+
 def validate(cfg) -> None:
     """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
+    for path, allowed in unknown_keys(cfg):
+        near = difflib.get_close_matches(path.rsplit(".", 1)[-1], allowed, n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(allowed)}"
+        raise ConfigError(f"unknown key '{path}' (not in the schema, so it would be ignored){hint}")
     _choice("task", cfg.task, TASKS)
     for key in ("forward", "backward"):
         try:
@@ -236,8 +288,12 @@ def validate(cfg) -> None:
             raise ConfigError(str(err)) from None
     for key, v in (("init.lam", cfg.init.lam),
                    ("init.scale", cfg.init.scale), ("optim.lr", cfg.optim.lr),
-                   ("kernel.lengthscale", cfg.kernel.lengthscale), ("trainer.epochs", cfg.trainer.epochs),
+                   ("kernel.lengthscale", cfg.kernel.lengthscale), ("kernel.variance", cfg.kernel.variance),
+                   ("kernel.period", cfg.kernel.period),
+                   ("kernel.period_lengthscale", cfg.kernel.period_lengthscale),
+                   ("trainer.epochs", cfg.trainer.epochs),
                    ("trainer.ensemble.seeds", cfg.trainer.ensemble.seeds),
+                   ("trainer.eval_every", cfg.trainer.eval_every),
                    ("trainer.member_chunk", cfg.trainer.member_chunk)):
         _positive(key, v)
     _positive("trainer.batch_size", cfg.trainer.batch_size, strict=False)
@@ -247,6 +303,22 @@ def validate(cfg) -> None:
         _choice("trainer.ensemble.inits", name, INITS)
     for s in cfg.trainer.ensemble.scales:
         _positive("trainer.ensemble.scales", s)
+    if cfg.init.lam is not None and len(cfg.trainer.ensemble.scales) > 0:
+        raise ConfigError(f"init.lam={cfg.init.lam} gives every member the same lambda, so the sweep "
+                          f"trainer.ensemble.scales={list(cfg.trainer.ensemble.scales)} would do "
+                          "nothing; set one of them")
+    for key, v in (("init.naive_lengthscale", cfg.init.naive_lengthscale),
+                   ("init.random_divisor", cfg.init.random_divisor), ("model.width", cfg.model.width),
+                   ("trainer.freeze_wu_epochs", cfg.trainer.freeze_wu_epochs + 1)):
+        _positive(key, v)
+    if not 0 <= cfg.init.lengthscale_low <= cfg.init.lengthscale_high:
+        raise ConfigError(f"init.lengthscale_low={cfg.init.lengthscale_low} and init.lengthscale_high="
+                          f"{cfg.init.lengthscale_high} must satisfy 0 <= low <= high")
+    if cfg.model.kernel_size < 1 or cfg.model.kernel_size % 2 != 1:
+        raise ConfigError(f"model.kernel_size={cfg.model.kernel_size} is not valid; it must be odd "
+                          "(a centred window), e.g. 3 or 5")
+    _library_check("kernel", lambda: build_kernel(**OmegaConf.to_container(cfg.kernel)))
+    _library_check("family", lambda: get_family(cfg.family.name, cfg.family.trials, cfg.family.classes))
     _choice("init.construction", cfg.init.construction, ("pd", "paper"))
     _choice("model.norm_method", cfg.model.norm_method, ("exact", "dft", "bound"))
     _choice("model.kind", cfg.model.kind, ("dense", "conv"))

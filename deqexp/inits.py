@@ -129,7 +129,8 @@ def conv_member(spec: InitSpec, channels: int, kernel_size: int, image_size: tup
     if spec.lam is not None:
         lam = spec.lam
     else:
-        norm = operators.conv_norm(filt, *image_size, padding=padding, method=norm_method)
+        norm = operators.conv_norm(filt, *image_size, padding=padding, method=norm_method,
+                                   generator=gen)
         lam = float(norm) / (spec.scale or 1.0)
     if spec.name == "naive":
         return {"W": -filt / lam, "U": filt / lam,

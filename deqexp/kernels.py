@@ -189,13 +189,22 @@ _KERNEL_ARGS = {
 }
 
 
-def build_kernel(name: str, **params) -> Kernel:
+def build_kernel(name: str, strict: bool = True, **params) -> Kernel:
     """Build a kernel from a name such as ``"se"`` or a product ``"se*periodic"``.
 
     ``params`` is the flat kernel config (lengthscale, variance, period,
-    period_lengthscale, offset, degree); each factor takes the keys it knows.
-    The variance multiplies only the first factor of a product.
+    period_lengthscale, offset, degree); each factor takes the keys it knows, and None means
+    the kernel's own default. The variance multiplies only the first factor of a product.
+    With ``strict``, a key that is set but that no factor uses is an error (it would be
+    silently ignored).
     """
+    if strict:
+        used = {k for part in name.split("*") for k in _KERNEL_ARGS.get(part.strip(), ())}
+        unused = sorted(k for k, v in params.items() if v is not None and k not in used)
+        if unused and all(p.strip() in _KERNEL_ARGS for p in name.split("*")):
+            raise ValueError(f"kernel '{name}' does not use {', '.join(unused)} (it takes "
+                             f"{', '.join(sorted(used))}); remove "
+                             f"{' '.join('kernel.' + k for k in unused)}")
     factors = []
     for i, part in enumerate(name.split("*")):
         part = part.strip()

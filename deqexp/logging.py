@@ -1,23 +1,34 @@
 """Where a run's results go: its folder (CSV, summary, completion marker), W&B, progress.
 
 Files are written so that a crash never leaves a result that looks complete:
-``summary.json`` is written atomically and the ``COMPLETE`` marker last.
+``summary.json`` is written atomically and the ``COMPLETE`` marker last. A folder belongs to
+one configuration (its fingerprint, in ``FINGERPRINT``): a different configuration that lands
+in the same folder is refused, never allowed to delete the results there. A running job holds
+an exclusive lock on ``.lock`` (released by the kernel when the process dies, so a killed run
+never leaves it stale); a second run of the same configuration is refused while it is held.
 """
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
 METRIC_COLUMNS = [
     "member", "seed", "init", "scale", "epoch", "train_loss", "test_loss", "fwd_iters_mean",
-    "fwd_iters_max", "fwd_residual", "converged_frac", "bwd_iters_mean", "op_norm_W", "op_norm_U",
-    "epoch_time_s", "status",
+    "fwd_iters_max", "fwd_residual", "converged_frac", "bwd_iters_mean", "bwd_residual",
+    "bwd_converged_frac", "op_norm_W", "op_norm_U", "epoch_time_s", "status",
 ]
 MARKER = "COMPLETE"
+RESULT_FILES = (MARKER, "metrics.csv", "summary.json")
+
+
+class FolderBusy(RuntimeError):
+    """The run folder is in use by another process, or holds another configuration's results."""
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -28,37 +39,87 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 class RunFolder:
-    """A run's output folder and its completion protocol."""
+    """A run's output folder, its owner (fingerprint), its lock and its completion protocol."""
 
     def __init__(self, path: Path | str, fingerprint: str):
         self.path, self.fingerprint = Path(path), fingerprint
         self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = None
 
     @property
     def marker(self) -> Path:
         return self.path / MARKER
 
-    def is_complete(self) -> bool:
-        """A completed run of the same resolved config is already here."""
-        return self.marker.exists() and self.marker.read_text().strip() == self.fingerprint
+    def summary(self) -> dict | None:
+        """The finished run's summary.json, or None if it is missing or unreadable."""
+        try:
+            return json.loads((self.path / "summary.json").read_text())
+        except (OSError, ValueError):
+            return None
 
-    def start(self) -> None:
-        """Forget any earlier (complete or interrupted) result in this folder."""
-        for name in (MARKER, "metrics.csv", "summary.json"):
+    def is_complete(self) -> bool:
+        """A completed run of the same resolved config is here (marker and summary both)."""
+        return (self.marker.exists() and self.marker.read_text().strip() == self.fingerprint
+                and self.summary() is not None)
+
+    def owner(self) -> str | None:
+        """The fingerprint of the configuration whose results this folder holds, if any."""
+        path = self.path / "FINGERPRINT"
+        if not any((self.path / n).exists() for n in RESULT_FILES) or not path.exists():
+            return None
+        return path.read_text().strip()
+
+    def acquire(self) -> None:
+        """Take the folder's lock, or raise :class:`FolderBusy` if another run holds it."""
+        fh = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise FolderBusy(f"a run of this configuration is already in progress in {self.path} "
+                             f"(pid {holder}); wait for it to finish, or stop it") from None
+        fh.truncate(0)
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._lock = fh
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing drops the flock
+            self._lock = None
+
+    def start(self, force: bool = False, config_text: str | None = None) -> None:
+        """Claim the folder for this configuration: refuse another configuration's results
+        (unless ``force``), then forget an earlier result of this one."""
+        owner = self.owner()
+        if owner is not None and owner != self.fingerprint and not force:
+            raise FolderBusy(
+                f"{self.path} holds the results of a different configuration (fingerprint {owner}, "
+                f"this one {self.fingerprint}); nothing was changed. Give this run its own "
+                "folder with name=..., or replace those results with force=true")
+        for name in RESULT_FILES:
             (self.path / name).unlink(missing_ok=True)
+        atomic_write(self.path / "FINGERPRINT", self.fingerprint + "\n")
+        if config_text is not None:
+            atomic_write(self.path / "config.yaml", config_text)
 
     def finish(self, summary: dict) -> None:
-        atomic_write(self.path / "summary.json", json.dumps(summary, indent=2, default=_jsonable))
+        text = json.dumps(strict_json(summary), indent=2, allow_nan=False)
+        atomic_write(self.path / "summary.json", text)
         atomic_write(self.marker, self.fingerprint + "\n")
 
-    def summary(self) -> dict:
-        return json.loads((self.path / "summary.json").read_text())
 
-
-def _jsonable(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return str(v)
+def strict_json(value):
+    """``value`` with NaN/inf floats as None (null): summary.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 class CsvLog:
@@ -73,7 +134,10 @@ class CsvLog:
         self.writer.writerows(rows)
         self.fh.flush()
 
-    def close(self) -> None:
+    def summarise(self, summary: dict) -> None:
+        """Nothing to add: the summary goes to summary.json."""
+
+    def close(self, failed: bool = False) -> None:
         self.fh.close()
 
 
@@ -82,19 +146,46 @@ def wandb_mode(configured: str | None) -> str:
     return configured or os.environ.get("WANDB_MODE") or "offline"
 
 
+class WandbError(RuntimeError):
+    """W&B cannot log as configured (online without a key or a network)."""
+
+
+OFFLINE_HINT = ("to log locally instead, run with logger.wandb.mode=offline (the default) and "
+                "upload later with `wandb sync`")
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 class WandbLog:
     """The same per-epoch metrics as the CSV, in a W&B run inside the run's folder."""
 
     def __init__(self, run_dir: Path, cfg, config_dict: dict, run_name: str, members: int):
         import wandb
 
-        self.wandb, self.members = wandb, members
-        self.run = wandb.init(
-            project=cfg.project, entity=cfg.entity, dir=str(run_dir), mode=wandb_mode(cfg.mode),
-            group=config_dict.get("name"), name=run_name, config=config_dict,
-            reinit="finish_previous", settings=wandb.Settings(quiet=True),
-        )
-        self.offline = wandb_mode(cfg.mode) == "offline"
+        mode = wandb_mode(cfg.mode)
+        if mode == "online" and not _has_wandb_key():
+            raise WandbError("logger.wandb.mode=online needs a W&B API key (`wandb login`, or set "
+                             f"WANDB_API_KEY); {OFFLINE_HINT}")
+        self.wandb, self.members, self.offline = wandb, members, mode == "offline"
+        try:
+            self.run = wandb.init(
+                project=cfg.project, entity=cfg.entity, dir=str(run_dir), mode=mode,
+                group=config_dict.get("name"), name=run_name, config=config_dict,
+                reinit="finish_previous", settings=wandb.Settings(quiet=True, init_timeout=60),
+            )
+        except Exception as err:  # wandb raises its own error types (CommError, UsageError, ...)
+            why = f"{type(err).__name__}: {str(err).strip()[:200]}"
+            raise WandbError(f"W&B could not start a {mode} run ({why}); check the network and "
+                             f"the key; {OFFLINE_HINT}") from None
 
     def log(self, rows: list[dict]) -> None:
         metrics = {}
@@ -118,24 +209,34 @@ class WandbLog:
             print(f"W&B (offline): upload later with: wandb sync {Path(run_dir).parent}")
 
 
+def _usable_terminal() -> bool:
+    """A terminal that can draw a bar (a pty of size 0x0, as under `script`, cannot)."""
+    if not sys.stderr.isatty():
+        return False
+    return shutil.get_terminal_size((0, 0)).columns >= 20
+
+
 class Progress:
-    """tqdm over epochs on a terminal; a plain line every few epochs otherwise."""
+    """tqdm over epochs 1..N on a usable terminal (epoch 0, the evaluation before training,
+    shows as the starting postfix); otherwise a plain line every few epochs, prefixed with the
+    job's name so that parallel jobs' lines can be told apart."""
 
     def __init__(self, epochs: int, enabled: bool, desc: str):
-        self.enabled, self.epochs, self.bar = enabled, epochs, None
+        self.enabled, self.epochs, self.desc, self.bar = enabled, epochs, desc, None
         self.every = max(1, epochs // 10)
-        if enabled and sys.stderr.isatty():
+        if enabled and _usable_terminal():
             from tqdm import tqdm
 
             self.bar = tqdm(total=epochs, desc=desc, unit="epoch", dynamic_ncols=True)
 
     def update(self, epoch: int, loss: float, iters: float) -> None:
         if self.bar is not None:
-            self.bar.update(1)
+            if epoch > 0:
+                self.bar.update(1)
             self.bar.set_postfix(test_loss=f"{loss:.4g}", fwd_iters=f"{iters:.1f}")
         elif self.enabled and (epoch % self.every == 0 or epoch == self.epochs):
-            print(f"epoch {epoch}/{self.epochs}  test_loss {loss:.4g}  fwd_iters {iters:.1f}",
-                  flush=True)
+            print(f"[{self.desc}] epoch {epoch}/{self.epochs}  test_loss {loss:.4g}  "
+                  f"fwd_iters {iters:.1f}", flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -246,6 +246,7 @@ class ConvDEQ(_DEQ):
         z = lambda co, ci: nn.Parameter(torch.zeros(e, co, ci, k, k, dtype=dtype))  # noqa: E731
         self.W, self.U, self.V, self.Q = z(h, h), z(h, c), z(c, h), z(c, c)
         self.padding, self.norm_method = padding, norm_method
+        self._norm_starts: dict[str, dict] = {"W": {}, "U": {}}  # power iteration warm starts
 
     def _conv(self, filters: Tensor, x: Tensor) -> Tensor:
         """Each member's convolution: members become groups of one grouped convolution."""
@@ -273,7 +274,10 @@ class ConvDEQ(_DEQ):
         return self._conv(p.V, z) + self._conv(p.Q, t)
 
     def operator_norms(self, height: int, width: int) -> dict[str, Tensor]:
-        """Per-member operator norms of the recurrent and input convolutions on ``H x W``."""
+        """Per-member operator norms of the recurrent and input convolutions on ``H x W``
+        (the zero-padded exact norm starts from the previous call's vectors: filters move
+        little between epochs)."""
         with torch.no_grad():
-            return {k: operators.conv_norm(p, height, width, self.padding, self.norm_method)
+            return {k: operators.conv_norm(p, height, width, self.padding, self.norm_method,
+                                           starts=self._norm_starts[k])
                     for k, p in (("W", self.W), ("U", self.U))}

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from deqexp.config import E1_KERNEL as E1_KERNEL_CONF  # noqa: E402
+from deqexp.build import CPU_GROUP_VALUES  # noqa: E402
+from deqexp.config import compose  # noqa: E402
 from deqexp.data import skimage_images, smooth  # noqa: E402
 from deqexp.families import get_family  # noqa: E402
 from deqexp.gradients import GradientSettings  # noqa: E402
@@ -31,9 +32,8 @@ from deqexp.inits import InitSpec, initialise  # noqa: E402
 from deqexp.kernels import build_kernel  # noqa: E402
 from deqexp.models import ConvDEQ, DenseDEQ  # noqa: E402
 from deqexp.solvers import SolverSettings  # noqa: E402
-from deqexp.train import CPU_GROUP_VALUES  # noqa: E402
 
-E1_KERNEL = build_kernel(**E1_KERNEL_CONF)
+E1_KERNEL = build_kernel(**compose("kernel=e1").kernel)  # conf/kernel/e1.yaml
 ROWS: list[dict] = []
 
 

@@ -25,15 +25,9 @@ def preset_name(exp: str, profile: str) -> str:
 
 def sweeps(preset: str) -> bool:
     """Whether the preset declares a sweep (hydra.sweeper.params), i.e. runs as a multirun."""
-    from hydra import compose, initialize_config_dir
+    from deqexp.config import compose
 
-    from deqexp.cli import CONF_DIR, register_resolvers
-    from deqexp.config import register
-
-    register()
-    register_resolvers()
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="train"):
-        cfg = compose("config", [f"experiment={preset}"], return_hydra_config=True)
+    cfg = compose(f"experiment={preset}", hydra=True)
     return bool(cfg.hydra.sweeper.get("params"))
 
 

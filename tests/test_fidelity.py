@@ -15,9 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from deqexp.build import build_model, load_job_data, members_from_config
 from deqexp.logging import RunFolder
+from deqexp.runner import train_job
 from deqexp.solvers import SolverSettings
-from deqexp.train import build_model, load_job_data, members_from_config, train_job
 from tests.compose import compose_config
 
 TOL = 1e-8

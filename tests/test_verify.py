@@ -19,6 +19,19 @@ def test_verify_fails_when_not_converged(capsys):
 def test_long_run_folder_names_stay_distinct():
     from deqexp.cli import _dirname
 
-    a, b = "x=" + "1" * 300 + ",y=1", "x=" + "1" * 300 + ",y=2"
+    a, b = ["x=" + "1" * 300, "y=1"], ["x=" + "1" * 300, "y=2"]
     assert len(_dirname(a)) <= 200 and _dirname(a) != _dirname(b)
-    assert _dirname("") == "defaults" and _dirname("init=kglm") == "init=kglm"
+    assert _dirname([]) == "defaults" and _dirname(["init=kglm"]) == "init=kglm"
+
+
+def test_folder_names_leave_out_only_keys_that_do_not_change_results():
+    from deqexp.cli import _dirname
+
+    # sorted, so the order on the command line does not matter
+    assert _dirname(["trainer.seed=1", "init=naive"]) == _dirname(["init=naive", "trainer.seed=1"])
+    assert _dirname(["init=naive", "trainer.threads=1", "logger.wandb.mode=online", "force=true",
+                     "name=x", "paths.output=/tmp"]) == "init=naive"
+    # experiment and data folder change results: they name the folder (issue: shared folders)
+    assert _dirname(["experiment=paper/e1_smoke"]) != _dirname(["experiment=paper/e6_smoke"])
+    assert _dirname(["paths.data=/a"]) != _dirname(["paths.data=/b"])
+    assert _dirname(["+trainer.threadsx=1"]) != "defaults"  # a prefix match, not a substring

@@ -1,0 +1,174 @@
+"""One Hydra job from start to finish: identity (fingerprint, folder, lock), global state,
+the task (training or an analysis), the results, and what is printed.
+
+Bad input exits 2 with one message that names the key or file and the fix; an interrupt
+(Ctrl-C, or SIGTERM as SLURM sends) exits 130 with one line; neither leaves a COMPLETE marker.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from .build import build_model, load_job_data, members_from_config, resolve_device
+from .config import NON_RESULT_KEYS, ConfigError, validate
+from .data import DataError
+from .families import FamilyDataError
+from .logging import CsvLog, FolderBusy, RunFolder, WandbError, WandbLog
+from .train import fit
+
+USER_ERRORS = (ConfigError, DataError, FamilyDataError, FolderBusy, WandbError)
+
+
+def fingerprint(cfg) -> str:
+    """Hash of the resolved config without the keys that do not change results."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for key in NON_RESULT_KEYS:
+        *parents, last = key.split(".")
+        node = c
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(last, None)
+    return hashlib.sha256(repr(sorted(c.items())).encode()).hexdigest()[:16]
+
+
+def job_threads(cfg, parallel_jobs: int = 1) -> int:
+    """torch threads for this job: as configured, else the cores shared among the parallel
+    jobs (more threads than cores slows every job several-fold)."""
+    if cfg.trainer.threads > 0:
+        return cfg.trainer.threads
+    return max(1, (os.cpu_count() or 1) // max(1, parallel_jobs))
+
+
+def reset_global_state(cfg, parallel_jobs: int = 1) -> None:
+    """Seeds and threads, per job (the joblib launcher reuses worker processes)."""
+    torch.set_num_threads(job_threads(cfg, parallel_jobs))
+    random.seed(cfg.trainer.seed)
+    np.random.seed(cfg.trainer.seed % 2**32)
+    torch.manual_seed(cfg.trainer.seed)
+
+
+def run_analysis(cfg, folder: RunFolder, parallel_jobs: int = 1) -> dict:
+    """A non-training task (E4 agreement, E5 timing): its CSV, summary.json and the marker."""
+    from . import analyses
+
+    validate(cfg)
+    reset_global_state(cfg, parallel_jobs)
+    folder.start(cfg.force, OmegaConf.to_yaml(cfg, resolve=True))
+    t0 = time.perf_counter()
+    summary = getattr(analyses, cfg.task)(cfg, folder)
+    summary.update(config=OmegaConf.to_container(cfg, resolve=True), run_dir=str(folder.path),
+                   total_time_s=round(time.perf_counter() - t0, 3), torch=torch.__version__)
+    folder.finish(summary)
+    return summary
+
+
+def train_job(cfg, folder: RunFolder, run_name: str = "default", parallel_jobs: int = 1) -> dict:
+    """Train and evaluate one job; write metrics.csv, W&B, summary.json and the marker.
+
+    Everything that can fail on bad input (config, data, model, W&B) runs before the first
+    metrics row is written.
+    """
+    if cfg.task != "train":
+        return run_analysis(cfg, folder, parallel_jobs)
+    validate(cfg)
+    reset_global_state(cfg, parallel_jobs)
+    device = resolve_device(cfg.trainer.device)
+    dtype = torch.float64 if cfg.trainer.dtype == "float64" else torch.float32
+    members = members_from_config(cfg)
+    job = load_job_data(cfg, members, device, dtype)
+    model = build_model(cfg, job, members, device, dtype)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    folder.start(cfg.force, OmegaConf.to_yaml(cfg, resolve=True))
+    logs, failed = [], True
+    try:
+        if cfg.logger.wandb.enabled:
+            logs.append(WandbLog(folder.path, cfg.logger.wandb, resolved, run_name, len(members)))
+        if cfg.logger.csv:
+            logs.append(CsvLog(folder.path / "metrics.csv"))
+        summary = fit(cfg, model, job, members, device, logs, run_name)
+        summary.update(config=resolved, device=str(device), torch=torch.__version__,
+                       run_dir=str(folder.path))
+        for log in logs:
+            log.summarise(summary)
+        failed = False
+    finally:
+        for log in logs:
+            log.close(failed)
+    folder.finish(summary)
+    return summary
+
+
+def describe_summary(summary: dict, run_dir: Path | str) -> str:
+    """The lines printed at the end of a run."""
+    lines = []
+    for m in summary["members"][:10]:
+        first, last = m["initial_test_loss"], m["final_test_loss"]
+        ok = all(v is not None and math.isfinite(v) for v in (first, last)) and last > 0
+        ratio = f"{first / last:.2f}x lower than" if ok else "vs"
+        label = f"member {m['member']} ({m['init']}, seed {m['seed']})" if len(summary["members"]) > 1 \
+            else f"{m['init']} init, seed {m['seed']}"
+        fmt = lambda v: "nan" if v is None else f"{v:.5g}"  # noqa: E731
+        lines.append(f"{label}: final test loss {fmt(last)} ({ratio} epoch 0: {fmt(first)}), "
+                     f"status {m['status']}")
+    if len(summary["members"]) > 10:
+        lines.append(f"... and {len(summary['members']) - 10} more members (see summary.json)")
+    shown = Path(run_dir).resolve()
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())
+    lines.append(f"files: {shown}{os.sep}metrics.csv, summary.json")
+    return "\n".join(lines)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _parallel_jobs(hc) -> int:
+    """How many jobs the launcher runs at once (joblib's n_jobs; 1 otherwise)."""
+    n = hc.launcher.get("n_jobs") if "launcher" in hc else None
+    if not isinstance(n, int) or n == 0:
+        return 1
+    return (os.cpu_count() or 1) if n < 0 else n
+
+
+def run_from_hydra(cfg) -> dict | None:
+    """The Hydra task: skip a completed run, else train under the folder's lock."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    run_name = run_dir.name if run_dir.name != "defaults" else cfg.name
+    folder = RunFolder(run_dir, fingerprint(cfg))
+    if folder.is_complete() and not cfg.force:
+        print(f"deqexp: already complete, skipped (force=true reruns it): {run_dir}")
+        summary = folder.summary()
+        if "members" in summary:
+            print(describe_summary(summary, run_dir))
+        return summary
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends a run as Ctrl-C does
+    try:
+        folder.acquire()
+        summary = train_job(cfg, folder, run_name, _parallel_jobs(hc))
+    except USER_ERRORS as err:
+        print(f"deqexp train: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"deqexp train: interrupted; {run_dir} keeps the metrics so far and no COMPLETE "
+              "marker: run the same command again to start it afresh", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        folder.release()
+        signal.signal(signal.SIGTERM, previous)
+    print(describe_summary(summary, run_dir) if "members" in summary
+          else f"{cfg.task} complete; files: {run_dir}")
+    return summary
