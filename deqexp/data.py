@@ -64,6 +64,9 @@ def smooth_signal(x: Tensor) -> Tensor:
 def smooth(seed: int, n_train: int = 2000, n_test: int = 200, length: int = 100,
            shift: float = 2.0, noise_variance: float = 0.1, **_) -> Data:
     """E1: noisy smooth sequences on [-2pi, 2pi]; the target is read at ``x - shift``."""
+    if noise_variance < 0 or length < 2 or n_train < 1 or n_test < 1:
+        raise DataError(f"dataset=smooth: need noise_variance >= 0, length >= 2, n_train >= 1 and "
+                        f"n_test >= 1 (got {noise_variance}, {length}, {n_train}, {n_test})")
     x_in = torch.linspace(-2 * math.pi, 2 * math.pi, length, dtype=torch.float64)
     x_out = x_in - shift
     both = torch.cat([x_in, x_out])
@@ -209,14 +212,25 @@ def read_cifar10(root) -> tuple[Tensor, Tensor]:
             path = root / name
             if not path.exists():
                 continue
-            with open(path, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
-            arrays.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            arrays.append(_cifar_batch(path))
         if not arrays:
             raise DataError(f"cifar10: no batch files {list(names)} in {root}")
         return torch.as_tensor(np.concatenate(arrays), dtype=torch.float64) / 255
 
     return load([f"data_batch_{i}" for i in range(1, 6)]), load(["test_batch"])
+
+
+def _cifar_batch(path: Path) -> np.ndarray:
+    """One CIFAR-10 batch file as (N, 3, 32, 32) uint8; a clear error for anything else."""
+    try:
+        with open(path, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        return data.reshape(-1, 3, 32, 32)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError,
+            AttributeError) as err:
+        raise DataError(f"cifar10: {path} is not a CIFAR-10 python batch ({type(err).__name__}: "
+                        f"{err}); replace it with the file from cifar-10-python.tar.gz") from None
 
 
 def cifar10(seed: int, root: str | None = None, n_train: int = 5000, n_test: int = 1000,
@@ -244,7 +258,13 @@ def hyperspectral(seed: int, root: str | None = None, channels: int = 13, patch:
     test_idx = set(order[:n_test_files])
 
     def load(path):
-        arr = np.asarray(tifffile.imread(path), dtype=np.float64)
+        try:
+            arr = np.asarray(tifffile.imread(path), dtype=np.float64)
+        except (tifffile.TiffFileError, ValueError, OSError) as err:
+            raise DataError(f"hyperspectral: {path} is not a readable TIFF ({type(err).__name__}: "
+                            f"{err}); remove or replace it") from None
+        if not np.isfinite(arr).all():
+            raise DataError(f"hyperspectral: {path} contains NaN or inf pixels; clean it first")
         if arr.ndim != 3:
             raise DataError(f"hyperspectral: {path.name} has shape {arr.shape}, expected 3-D")
         if arr.shape[-1] < arr.shape[0]:  # channels last -> first
@@ -253,6 +273,9 @@ def hyperspectral(seed: int, root: str | None = None, channels: int = 13, patch:
             raise DataError(f"hyperspectral: {path.name} has {arr.shape[0]} channels, "
                             f"dataset.channels={channels}")
         img = torch.as_tensor(arr[:channels])
+        if min(img.shape[1:]) < patch:
+            raise DataError(f"hyperspectral: {path.name} is {img.shape[1]}x{img.shape[2]} pixels, "
+                            f"smaller than dataset.patch={patch}; use a smaller patch")
         img = img / img.max().clamp_min(1e-12)
         return _patches(img, patch)
 
@@ -274,12 +297,27 @@ def _binarise_to(images: Tensor, size: int, threshold: float) -> Tensor:
 def read_idx(path) -> np.ndarray:
     """An IDX file (MNIST format, optionally gzipped) as a numpy array."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        zero, dtype_code, ndim = struct.unpack(">HBB", fh.read(4))
-        if zero != 0 or dtype_code != 0x08:
-            raise DataError(f"{path}: not an unsigned-byte IDX file")
-        shape = struct.unpack(">" + "I" * ndim, fh.read(4 * ndim))
-        return np.frombuffer(fh.read(), dtype=np.uint8).reshape(shape)
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path}: empty or truncated IDX file (no header)")
+            zero, dtype_code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or dtype_code != 0x08 or ndim == 0:
+                raise DataError(f"{path}: not an unsigned-byte IDX file")
+            dims = fh.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header")
+            shape = struct.unpack(">" + "I" * ndim, dims)
+            body = fh.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot be read as {'gzip-compressed ' if opener is gzip.open else ''}"
+                        f"IDX ({type(err).__name__}: {err})") from None
+    expected = int(np.prod(shape))
+    if len(body) != expected:
+        raise DataError(f"{path}: the header promises {expected} bytes of data {shape} but the file "
+                        f"holds {len(body)}; the file is truncated or corrupt")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 def _find_idx(root: Path, stem: str) -> Path:

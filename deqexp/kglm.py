@@ -9,6 +9,7 @@ blocks for categorical). It is the reference the DEQ is checked against.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -91,3 +92,20 @@ def stationarity(family: Family, k: Tensor, t: Tensor, alpha: Tensor, lam: float
     """``|| K (a'(K alpha) - T(y)) + lambda K alpha ||_max``: zero at the kGLM's solution."""
     k, t, alpha = (v.to(torch.float64) for v in (k, t, alpha))
     return float((k @ (family.mean(k @ alpha) - t) + lam * (k @ alpha)).abs().max())
+
+
+def contraction_factor(family: Family, weight_norm: float) -> float:
+    """``sup a'' * ||W||_2``, a Lipschitz constant of the DEQ's map ``z -> a'(W z + U t)``
+    (THEORY.md section 4). Below 1 forward iteration converges from any start to the unique
+    fixed point. At the kGLM initialisation ``||W||_2 = ||K||_2 / lambda`` (dense) or the
+    convolution's operator norm over lambda (conv), so the condition is
+    ``lambda > sup a'' ||K||_2``. Infinite for families with unbounded a'' (poisson)."""
+    return family.sup_variance * float(weight_norm)
+
+
+def contraction_lambda(family: Family, k_norm: float, margin: float = 1.5) -> float:
+    """A lambda that makes the kGLM-initialised DEQ a contraction: ``margin * sup a'' ||K||_2``;
+    for unbounded a'' (no such lambda exists) ``margin * ||K||_2 * 4/3``, a strongly regularised
+    choice that Anderson or Broyden solve."""
+    sup = family.sup_variance if math.isfinite(family.sup_variance) else 4 / 3
+    return margin * sup * float(k_norm)

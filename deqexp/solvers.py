@@ -296,9 +296,10 @@ class SolverSettings:
         solver would ignore."""
         if self.name not in SOLVERS:
             raise ValueError(f"{key}.name={self.name!r} is not valid; choose one of {sorted(SOLVERS)}")
-        if not self.tol > 0 or self.max_iter < 1:
-            raise ValueError(f"{key}: tol must be > 0 and max_iter >= 1 "
-                             f"(got tol={self.tol}, max_iter={self.max_iter})")
+        if not self.tol > 0:
+            raise ValueError(f"{key}.tol={self.tol} is not valid; it must be > 0")
+        if self.max_iter < 1:
+            raise ValueError(f"{key}.max_iter={self.max_iter} is not valid; it must be >= 1")
         if self.stop not in STOP_RULES:
             raise ValueError(f"{key}.stop={self.stop!r} is not valid; choose one of {list(STOP_RULES)}")
         if self.counting not in COUNTINGS:

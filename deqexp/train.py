@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .build import JobData, Member, batches
 from .config import ConfigError
+from .kglm import contraction_factor
 from .logging import Progress
 from .models import ConvDEQ
 
@@ -119,6 +120,18 @@ def make_optimizer(cfg, model, steps: int):
     return opt, sched
 
 
+def note_contraction(model, job: JobData, members: list[Member]) -> None:
+    """Say once, at the start, which members begin outside THEORY.md section 4's contraction
+    region (it may be deliberate: the paper's E1 sits on its border, E2 sweeps across it)."""
+    norms = operator_norms(model, job)["W"].double().cpu().tolist()
+    factors = [contraction_factor(model.family, n) for n in norms]
+    outside = [f for f in factors if not f < 1]
+    if outside:
+        print(f"note: {len(outside)} of {len(members)} member(s) start outside the contraction region "
+              f"(sup a'' ||W||_2 up to {max(outside):.3g} >= 1, THEORY.md section 4): forward iteration "
+              "may not reach its tolerance there (solver=anderson or broyden usually does)", flush=True)
+
+
 # --------------------------------------------------------------------------- the loop
 def train_epoch(model, job: JobData, opt, sched, gens, loss_kind: str, bs: int, alive: Tensor):
     """One pass over the training split; returns the updated alive mask and backward stats."""
@@ -174,6 +187,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         progress.update(epoch, mean, float(test["fwd_iters"].mean()))
 
     record(0, Totals(), 0.0)
+    note_contraction(model, job, members)
     try:
         for epoch in range(1, epochs + 1):
             if epoch == cfg.trainer.freeze_wu_epochs + 1:

@@ -15,17 +15,11 @@ import torch
 from .families import FAMILIES, get_family
 from .inits import InitSpec, initialise
 from .kernels import build_kernel, grid_kernel_matrix
-from .kglm import fit_kglm
+from .kglm import contraction_lambda, fit_kglm
 from .models import ConvDEQ, DenseDEQ
 from .solvers import SolverSettings
 
 DEFAULT_KERNELS = ("se", "matern32", "se*periodic")
-
-
-def _lambda(family, k) -> float:
-    """lambda = 1.5 sup a'' ||K||_2 (a contraction); 2 ||K||_2 where a'' is unbounded."""
-    sup = family.sup_variance if math.isfinite(family.sup_variance) else 4 / 3
-    return 1.5 * sup * float(torch.linalg.matrix_norm(k, 2))
 
 
 def dense_row(fname: str, kname: str, n: int, solver: str, tol: float, seed: int,
@@ -39,7 +33,7 @@ def dense_row(fname: str, kname: str, n: int, solver: str, tol: float, seed: int
     k = kernel(x)
     theta = torch.sin(x[:, 0])
     t = fam.sample(theta[:, None].expand(n, fam.classes) if fam.classes else theta, gen)
-    lam = _lambda(fam, k)
+    lam = contraction_lambda(fam, torch.linalg.matrix_norm(k, 2))
     exact = fit_kglm(k, t, fam, lam)
     model = DenseDEQ(n, n, len(xs), fam, dtype=torch.float64, solver=SolverSettings(solver, 1e-13, max_iter))
     initialise(model, [InitSpec("kglm", lam=lam)], [seed], kernel=kernel, x_in=x, x_out=xs)

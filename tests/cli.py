@@ -5,10 +5,6 @@ import sys
 
 import pandas as pd
 
-COLUMNS = ["member", "seed", "init", "epoch", "train_loss", "test_loss", "fwd_iters_mean",
-           "fwd_iters_max", "fwd_residual", "converged_frac", "bwd_iters_mean", "op_norm_W",
-           "op_norm_U", "epoch_time_s", "status"]
-
 
 def deqexp(*args, cwd=None, env=None, timeout=300):
     """``deqexp ARGS`` as a subprocess; returns the CompletedProcess (text)."""

@@ -1,8 +1,8 @@
 """Small builders shared by the tests."""
-import math
 
 import torch
 
+from deqexp import kglm
 from deqexp.families import get_family
 from deqexp.inits import InitSpec, initialise
 from deqexp.models import DenseDEQ
@@ -30,9 +30,8 @@ def sample_data(name: str, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def contraction_lambda(family, k):
-    """lambda = 1.5 * sup a'' * ||K||_2 (a contraction); poisson: 2 ||K||_2 (needs Anderson)."""
-    sup = family.sup_variance if math.isfinite(family.sup_variance) else 2.0
-    return 1.5 * sup * float(torch.linalg.matrix_norm(k, 2))
+    """The library's contraction lambda (THEORY.md section 4) for Gram matrix ``k``."""
+    return kglm.contraction_lambda(family, torch.linalg.matrix_norm(k, 2))
 
 
 def kglm_deq(family_name, kernel, x_in, x_out, lam, solver="anderson", tol=1e-13, max_iter=2000,

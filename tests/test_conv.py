@@ -85,3 +85,37 @@ def test_conv_adjoint_is_the_transpose():
         dense = grid_kernel_matrix(filt, 6, 6, padding)
         adj = grid_kernel_matrix(operators.adjoint_filters(filt), 6, 6, padding)
         assert torch.allclose(adj, dense.T, atol=1e-12)
+
+
+def test_dft_bound_is_an_upper_bound_over_many_filters():
+    # THEORY.md section 5: the DFT over the image enlarged by r bounds the zero-padded norm;
+    # over the image size alone it does not (it undercuts for some filters)
+    gen = torch.Generator().manual_seed(0)
+    filters = torch.randn(300, 1, 1, 5, 5, generator=gen, dtype=torch.float64)
+    dense = torch.stack([torch.linalg.matrix_norm(grid_kernel_matrix(f, 6, 6, "zeros"), 2) for f in filters])
+    bound = operators.conv_norm(filters, 6, 6, "zeros", "bound")
+    assert bool((bound >= dense * (1 - 1e-12)).all())
+    assert bool((operators.conv_norm(filters, 6, 6, "zeros", "dft") < dense * (1 - 1e-6)).any())
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+def test_conv_implicit_gradient_passes_gradcheck_at_random_filters(padding):
+    # random, non-symmetric filters: the adjoint convolution matters (at the kGLM init the
+    # filters are self-adjoint and a wrong adjoint goes unnoticed)
+    from deqexp.gradients import GradientSettings
+
+    torch.manual_seed(1)
+    model = ConvDEQ(2, 3, get_family("tanh"), padding=padding, readout="natural",
+                    solver=SolverSettings("forward", 1e-14, 300),
+                    gradient=GradientSettings("forward", 1e-14, 300), dtype=torch.float64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.15 * torch.randn(p.shape))
+    t = torch.rand(1, 2, 2, 4, 4)
+    names = [n for n, _ in model.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in model.parameters())
+
+    def wrapped(t_in, *ps):
+        return torch.func.functional_call(model, dict(zip(names, ps)), (t_in,))
+
+    assert torch.autograd.gradcheck(wrapped, (t.requires_grad_(), *params), eps=1e-6, atol=1e-6, rtol=1e-5)

@@ -8,7 +8,8 @@ pytestmark = pytest.mark.slow
 COMMON = ["logger=csv", "trainer.dtype=float64", "trainer.epochs=3", "trainer.batch_size=16",
           "dataset.n_train=48", "dataset.n_test=16", "dataset.length=30"]
 COMPARED = ["train_loss", "test_loss", "fwd_iters_mean", "fwd_iters_max", "fwd_residual",
-            "converged_frac", "bwd_iters_mean", "op_norm_W", "op_norm_U"]
+            "converged_frac", "bwd_iters_mean", "bwd_residual", "bwd_converged_frac", "op_norm_W",
+            "op_norm_U"]
 
 
 def _separate(sweep):

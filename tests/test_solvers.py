@@ -138,3 +138,22 @@ def test_acceleration_does_not_depend_on_the_scale_of_the_problem(solver):
         iters.append(int(res.iterations.max()))
     assert max(iters) <= iters[0] + 2 and min(iters) >= iters[0] - 2
     assert iters[0] < 40  # forward iteration would need hundreds at this contraction rate
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_member_stop_uses_the_whole_batch(solver):
+    # stop="member": a member's samples stop together, on ||f(z) - z|| / ||f(z)|| over its batch;
+    # the result equals solving that member's batch as one big vector
+    f, shape, g = _tanh_map(1.2, batch=4, members=2)
+    z0 = torch.randn(shape, generator=g) * torch.tensor([0.01, 1.0, 3.0, 10.0])[:, None]
+    res = solver(f, z0, tol=1e-6, max_iter=200, stop="member")
+    per_sample = solver(f, z0, tol=1e-6, max_iter=200, stop="sample")
+    assert bool(res.converged.all()) and bool(per_sample.converged.all())
+    assert len(per_sample.iterations[0].unique()) > 1  # samples alone stop at different steps
+    for e in range(2):
+        assert bool((res.iterations[e] == res.iterations[e, 0]).all())
+        # the whole batch's residual reached the tolerance at the last step, not before
+        assert res.trace[-1, e, 0] <= 1e-6 < res.trace[res.iterations[e, 0] - 2, e, 0]
+    # the recorded residual is the whole-batch one
+    r = relative_residual(f(z0), z0, "member")
+    assert torch.allclose(r[0], ((f(z0)[0] - z0[0]).norm() / f(z0)[0].norm()).expand(4))
