@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 from .build import family_of, kernel_of, load_sets, solvers_of
 from .config import ConfigError
+from .filters import grid_locations
 from .inits import InitSpec, conv_member, dense_member, initialise, kglm_lambda
-from .kernels import grid_locations
 from .kglm import fit_kglm
 from .logging import CsvLog
 from .models import DenseDEQ

@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 from .config import ConfigError
 from .data import Data, DataError, load_dataset
 from .families import get_family
+from .filters import grid_locations
 from .inits import DEFAULT_SCALE, InitSpec, initialise
-from .kernels import build_kernel, grid_locations
+from .kernels import build_kernel
 from .models import ConvDEQ, DenseDEQ
 
 Tensor = torch.Tensor

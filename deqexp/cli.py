@@ -24,29 +24,6 @@ examples:
 
 
 
-def _override_key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
-def _dirname(overrides) -> str:
-    """Folder name of a run from its overrides that change results ('defaults' when there are
-    none), sorted; a long one is cut and given a hash of the whole, so that two configs never
-    share a folder."""
-    import hashlib
-
-    from .config import NON_RESULT_KEYS
-
-    def changes_results(o: str) -> bool:
-        key = _override_key(o)
-        return not any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
-
-    kept = sorted(str(o) for o in overrides if changes_results(str(o)))
-    name = ",".join(kept).replace("/", "_") if kept else "defaults"
-    if len(name) > 200:
-        name = name[:180] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
-    return name
-
-
 def _check_argv(argv: list[str]) -> str | None:
     """Errors Hydra would report badly or too late: a preset that does not exist (Hydra's
     message lists no choices) and an output folder that cannot be written."""
@@ -70,29 +47,11 @@ def _check_argv(argv: list[str]) -> str | None:
     return None
 
 
-def _logspace(*args) -> list[float]:
-    """``${deqexp_logspace:a,b,n[,a2,b2,n2,...]}``: concatenated numpy-style logspaces."""
-    import numpy as np
-
-    out = []
-    for i in range(0, len(args), 3):
-        out += [float(v) for v in np.logspace(float(args[i]), float(args[i + 1]), int(args[i + 2]))]
-    return out
-
-
-def register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
-    for name, fn in (("deqexp_dirname", _dirname), ("deqexp_logspace", _logspace)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
-
-
 def train_main(argv: list[str]) -> None:
     """Run the Hydra app with ``argv`` as its command line."""
     import hydra
 
-    from .config import CONF_DIR, register
+    from .config import CONF_DIR, register, register_resolvers
 
     register()
     register_resolvers()

@@ -1,15 +1,17 @@
 """The run configuration: structured dataclasses registered with Hydra's ConfigStore.
 
-One source of truth: the schema and defaults live here (and in the data-set
-functions' signatures, from which the ``dataset`` options are generated), the
-YAML under ``conf/`` only composes them (top-level defaults, experiment
-presets, launchers). Struct mode rejects unknown keys; :func:`validate` checks
-values before any training.
+One source of truth: the schema and its defaults live here (the ``dataset`` schemas are
+generated from the data-set functions' signatures, the solver settings are
+:class:`deqexp.solvers.SolverSettings`), and the registries (families, kernels, solvers,
+inits, data sets) give one option per entry. Options that carry values of their own
+(``kernel=e1``, ``model=conv``, ``optim=adam_cosine``, ``logger=csv``, ``solver=authors``,
+the experiment presets, the launchers) are YAML files under ``conf/<group>/`` that a user
+can copy. Struct mode and :func:`validate` reject unknown keys and invalid values before any
+training.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -17,13 +19,13 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 from . import data
-from .families import FAMILIES, get_family
+from .families import FAMILIES
 from .gradients import GradientSettings
 from .inits import DEFAULT_SCALE, INITS, InitSpec
-from .kernels import BASE_KERNELS, build_kernel
+from .kernels import BASE_KERNELS
 from .solvers import SOLVERS, SolverSettings
 
 TASKS = ("train", "kglm_agreement", "init_timing")
@@ -206,19 +208,55 @@ def register() -> None:
                  node=SolverConf(forward=SolverSettings(name=name), backward=GradientSettings(name=name)))
     for name in INITS:
         cs.store(group="init", name=name, node=InitSpec(name=name, scale=DEFAULT_SCALE[name]))
+    # the schemas' defaults; options that carry values live as YAML under conf/<group>/
     cs.store(group="model", name="dense", node=ModelConf(kind="dense"))
-    cs.store(group="model", name="conv", node=ModelConf(kind="conv", readout="mean"))
     cs.store(group="optim", name="adam", node=OptimConf())
-    cs.store(group="optim", name="adam_cosine", node=OptimConf(schedule="cosine"))
     cs.store(group="trainer", name="default", node=TrainerConf())
     cs.store(group="logger", name="default", node=LoggerConf())
-    cs.store(group="logger", name="wandb", node=LoggerConf())
-    cs.store(group="logger", name="csv", node=LoggerConf(wandb=WandbConf(enabled=False)))
-    cs.store(group="logger", name="none", node=LoggerConf(csv=False, wandb=WandbConf(enabled=False)))
     cs.store(group="paths", name="default", node=PathsConf())
 
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+# --------------------------------------------------------------------------- resolvers
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _dirname(overrides) -> str:
+    """Folder name of a run from its overrides that change results ('defaults' when there are
+    none), sorted; a long one is cut and given a hash of the whole, so that two configs never
+    share a folder."""
+    import hashlib
+
+    def changes_results(o: str) -> bool:
+        key = _override_key(o)
+        return not any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
+
+    kept = sorted(str(o) for o in overrides if changes_results(str(o)))
+    name = ",".join(kept).replace("/", "_") if kept else "defaults"
+    if len(name) > 200:
+        name = name[:180] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return name
+
+
+def _logspace(*args) -> list[float]:
+    """``${deqexp_logspace:a,b,n[,a2,b2,n2,...]}``: concatenated numpy-style logspaces."""
+    import numpy as np
+
+    out = []
+    for i in range(0, len(args), 3):
+        out += [float(v) for v in np.logspace(float(args[i]), float(args[i + 1]), int(args[i + 2]))]
+    return out
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    for name, fn in (("deqexp_dirname", _dirname), ("deqexp_logspace", _logspace)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 def compose(*overrides: str, hydra: bool = False):
@@ -227,108 +265,7 @@ def compose(*overrides: str, hydra: bool = False):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from .cli import register_resolvers
-
     register()
     register_resolvers()
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="train"):
         return hydra_compose("config", list(overrides), return_hydra_config=hydra)
-
-
-# --------------------------------------------------------------------------- validation
-def _choice(key: str, value, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not valid; choose one of {sorted(choices)}")
-
-
-def _positive(key: str, value, strict: bool = True) -> None:
-    if value is None:
-        return
-    if (strict and not value > 0) or (not strict and value < 0):
-        raise ConfigError(f"{key}={value} is not valid; it must be {'>' if strict else '>='} 0")
-
-
-def _library_check(group: str, build) -> None:
-    """Build a library object; its ValueError becomes a ConfigError naming the group."""
-    try:
-        build()
-    except ValueError as err:
-        raise ConfigError(f"{group}: {err}") from None
-
-
-def unknown_keys(node, prefix: str = "") -> list[tuple[str, list[str]]]:
-    """Keys that the schema does not define (Hydra's ``+key=value`` adds them even to a typed
-    config), each with the node's valid keys."""
-    from omegaconf import DictConfig
-
-    found = []
-    kind = OmegaConf.get_type(node)
-    allowed = {f.name for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else None
-    for key in node.keys():
-        path = f"{prefix}{key}"
-        if allowed is not None and key not in allowed:
-            found.append((path, sorted(allowed)))
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-            found += unknown_keys(child, path + ".")
-    return found
-
-
-def validate(cfg) -> None:
-    """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
-    for path, allowed in unknown_keys(cfg):
-        near = difflib.get_close_matches(path.rsplit(".", 1)[-1], allowed, n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(allowed)}"
-        raise ConfigError(f"unknown key '{path}' (not in the schema, so it would be ignored){hint}")
-    _choice("task", cfg.task, TASKS)
-    for key in ("forward", "backward"):
-        try:
-            OmegaConf.to_object(cfg.solver[key]).check(f"solver.{key}")
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    for key, v in (("init.lam", cfg.init.lam),
-                   ("init.scale", cfg.init.scale), ("optim.lr", cfg.optim.lr),
-                   ("kernel.lengthscale", cfg.kernel.lengthscale), ("kernel.variance", cfg.kernel.variance),
-                   ("kernel.period", cfg.kernel.period),
-                   ("kernel.period_lengthscale", cfg.kernel.period_lengthscale),
-                   ("trainer.epochs", cfg.trainer.epochs),
-                   ("trainer.ensemble.seeds", cfg.trainer.ensemble.seeds),
-                   ("trainer.eval_every", cfg.trainer.eval_every),
-                   ("trainer.member_chunk", cfg.trainer.member_chunk)):
-        _positive(key, v)
-    _positive("trainer.batch_size", cfg.trainer.batch_size, strict=False)
-    _choice("family.name", cfg.family.name, FAMILIES)
-    _choice("init.name", cfg.init.name, INITS)
-    for name in cfg.trainer.ensemble.inits:
-        _choice("trainer.ensemble.inits", name, INITS)
-    for s in cfg.trainer.ensemble.scales:
-        _positive("trainer.ensemble.scales", s)
-    if cfg.init.lam is not None and len(cfg.trainer.ensemble.scales) > 0:
-        raise ConfigError(f"init.lam={cfg.init.lam} gives every member the same lambda, so the sweep "
-                          f"trainer.ensemble.scales={list(cfg.trainer.ensemble.scales)} would do "
-                          "nothing; set one of them")
-    for key, v in (("init.naive_lengthscale", cfg.init.naive_lengthscale),
-                   ("init.random_divisor", cfg.init.random_divisor), ("model.width", cfg.model.width),
-                   ("trainer.freeze_wu_epochs", cfg.trainer.freeze_wu_epochs + 1)):
-        _positive(key, v)
-    if not 0 <= cfg.init.lengthscale_low <= cfg.init.lengthscale_high:
-        raise ConfigError(f"init.lengthscale_low={cfg.init.lengthscale_low} and init.lengthscale_high="
-                          f"{cfg.init.lengthscale_high} must satisfy 0 <= low <= high")
-    if cfg.model.kernel_size < 1 or cfg.model.kernel_size % 2 != 1:
-        raise ConfigError(f"model.kernel_size={cfg.model.kernel_size} is not valid; it must be odd "
-                          "(a centred window), e.g. 3 or 5")
-    _library_check("kernel", lambda: build_kernel(**OmegaConf.to_container(cfg.kernel)))
-    _library_check("family", lambda: get_family(cfg.family.name, cfg.family.trials, cfg.family.classes))
-    _choice("init.construction", cfg.init.construction, ("pd", "paper"))
-    _choice("model.norm_method", cfg.model.norm_method, ("exact", "dft", "bound"))
-    _choice("model.kind", cfg.model.kind, ("dense", "conv"))
-    _choice("model.readout", cfg.model.readout, ("natural", "mean"))
-    _choice("model.padding", cfg.model.padding, ("zeros", "circular"))
-    _choice("optim.schedule", cfg.optim.schedule, ("none", "cosine"))
-    _choice("optim.name", cfg.optim.name, ("adam", "sgd"))
-    _choice("trainer.dtype", cfg.trainer.dtype, ("float32", "float64"))
-    if not (cfg.trainer.device in ("auto", "cpu", "cuda") or str(cfg.trainer.device).startswith("cuda:")):
-        raise ConfigError(f"trainer.device={cfg.trainer.device!r} is not valid; "
-                          "choose auto, cpu, cuda or cuda:N")
-    if cfg.logger.wandb.mode is not None:
-        _choice("logger.wandb.mode", cfg.logger.wandb.mode, ("offline", "online", "disabled"))

@@ -8,22 +8,16 @@ and ``mnist`` (IDX files).
 """
 from __future__ import annotations
 
-import gzip
 import math
-import pickle
-import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .readers import DataError, find_idx, read_cifar10, read_idx, read_tiff, require_dir
+
 Tensor = torch.Tensor
-
-
-class DataError(ValueError):
-    """A data set cannot be built: missing folder, wrong format, bad setting."""
 
 
 @dataclass
@@ -192,47 +186,6 @@ def skimage_images(seed: int, patch: int = 32, channels: int = 3, n_train: int =
                        noise_std=noise_std, blur_low=blur_low, blur_high=blur_high)
 
 
-def _require_dir(root, what: str, expected: str) -> Path:
-    if root is None or not Path(root).is_dir():
-        raise DataError(f"{what}: data folder '{root}' not found. Put {expected} there, or point "
-                        "to them with dataset.root=/path/to/folder (or paths.data=/path/to/data)")
-    return Path(root)
-
-
-def read_cifar10(root) -> tuple[Tensor, Tensor]:
-    """Train and test images ``(N, 3, 32, 32)`` in [0,1] from a ``cifar-10-batches-py`` folder."""
-    root = _require_dir(root, "cifar10", "the 'cifar-10-batches-py' files (data_batch_1..5, "
-                        "test_batch)")
-    if (root / "cifar-10-batches-py").is_dir():
-        root = root / "cifar-10-batches-py"
-
-    def load(names):
-        arrays = []
-        for name in names:
-            path = root / name
-            if not path.exists():
-                continue
-            arrays.append(_cifar_batch(path))
-        if not arrays:
-            raise DataError(f"cifar10: no batch files {list(names)} in {root}")
-        return torch.as_tensor(np.concatenate(arrays), dtype=torch.float64) / 255
-
-    return load([f"data_batch_{i}" for i in range(1, 6)]), load(["test_batch"])
-
-
-def _cifar_batch(path: Path) -> np.ndarray:
-    """One CIFAR-10 batch file as (N, 3, 32, 32) uint8; a clear error for anything else."""
-    try:
-        with open(path, "rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        return data.reshape(-1, 3, 32, 32)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError,
-            AttributeError) as err:
-        raise DataError(f"cifar10: {path} is not a CIFAR-10 python batch ({type(err).__name__}: "
-                        f"{err}); replace it with the file from cifar-10-python.tar.gz") from None
-
-
 def cifar10(seed: int, root: str | None = None, n_train: int = 5000, n_test: int = 1000,
             corruption: str = "noise", noise_std: float = 0.2,
             blur_low: float = 0.0, blur_high: float = 3.0, **_) -> Data:
@@ -247,9 +200,7 @@ def hyperspectral(seed: int, root: str | None = None, channels: int = 13, patch:
                   corruption: str = "noise", noise_std: float = 0.2,
                   blur_low: float = 0.0, blur_high: float = 3.0, **_) -> Data:
     """Multi-channel TIFFs from a local folder: first ``channels`` bands, split by file (E2/E3)."""
-    import tifffile
-
-    root = _require_dir(root, "hyperspectral", "multi-channel .tif/.tiff images")
+    root = require_dir(root, "hyperspectral", "multi-channel .tif/.tiff images")
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
     if len(files) < 2:
         raise DataError(f"hyperspectral: need at least 2 TIFF files in {root}, found {len(files)}")
@@ -257,28 +208,7 @@ def hyperspectral(seed: int, root: str | None = None, channels: int = 13, patch:
     n_test_files = max(1, int(round(test_fraction * len(files))))
     test_idx = set(order[:n_test_files])
 
-    def load(path):
-        try:
-            arr = np.asarray(tifffile.imread(path), dtype=np.float64)
-        except (tifffile.TiffFileError, ValueError, OSError) as err:
-            raise DataError(f"hyperspectral: {path} is not a readable TIFF ({type(err).__name__}: "
-                            f"{err}); remove or replace it") from None
-        if not np.isfinite(arr).all():
-            raise DataError(f"hyperspectral: {path} contains NaN or inf pixels; clean it first")
-        if arr.ndim != 3:
-            raise DataError(f"hyperspectral: {path.name} has shape {arr.shape}, expected 3-D")
-        if arr.shape[-1] < arr.shape[0]:  # channels last -> first
-            arr = np.moveaxis(arr, -1, 0)
-        if arr.shape[0] < channels:
-            raise DataError(f"hyperspectral: {path.name} has {arr.shape[0]} channels, "
-                            f"dataset.channels={channels}")
-        img = torch.as_tensor(arr[:channels])
-        if min(img.shape[1:]) < patch:
-            raise DataError(f"hyperspectral: {path.name} is {img.shape[1]}x{img.shape[2]} pixels, "
-                            f"smaller than dataset.patch={patch}; use a smaller patch")
-        img = img / img.max().clamp_min(1e-12)
-        return _patches(img, patch)
-
+    load = lambda f: _patches(read_tiff(f, channels, patch), patch)  # noqa: E731
     train = torch.cat([load(f) for i, f in enumerate(files) if i not in test_idx])
     test = torch.cat([load(f) for i, f in enumerate(files) if i in test_idx])
     return _image_data(train, test, seed, n_train, n_test, corruption,
@@ -292,39 +222,6 @@ def _binarise_to(images: Tensor, size: int, threshold: float) -> Tensor:
     if img.shape[-1] != size:
         img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
     return (img > threshold).double()
-
-
-def read_idx(path) -> np.ndarray:
-    """An IDX file (MNIST format, optionally gzipped) as a numpy array."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            head = fh.read(4)
-            if len(head) < 4:
-                raise DataError(f"{path}: empty or truncated IDX file (no header)")
-            zero, dtype_code, ndim = struct.unpack(">HBB", head)
-            if zero != 0 or dtype_code != 0x08 or ndim == 0:
-                raise DataError(f"{path}: not an unsigned-byte IDX file")
-            dims = fh.read(4 * ndim)
-            if len(dims) < 4 * ndim:
-                raise DataError(f"{path}: truncated IDX header")
-            shape = struct.unpack(">" + "I" * ndim, dims)
-            body = fh.read()
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{path}: cannot be read as {'gzip-compressed ' if opener is gzip.open else ''}"
-                        f"IDX ({type(err).__name__}: {err})") from None
-    expected = int(np.prod(shape))
-    if len(body) != expected:
-        raise DataError(f"{path}: the header promises {expected} bytes of data {shape} but the file "
-                        f"holds {len(body)}; the file is truncated or corrupt")
-    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
-
-
-def _find_idx(root: Path, stem: str) -> Path:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
-        if (root / name).exists():
-            return root / name
-    raise DataError(f"mnist: '{stem}' (or .gz) not found in {root}")
 
 
 def _digit_data(train: Tensor, test: Tensor, seed: int, n_train: int, n_test: int, size: int,
@@ -353,10 +250,10 @@ def binary_digits(seed: int, size: int = 28, n_train: int = 200, n_test: int = 5
 def mnist(seed: int, root: str | None = None, n_train: int = 1000, n_test: int = 200, threshold: float = 0.0,
           flip_fraction: float = 1 / 3, **_) -> Data:
     """MNIST from local IDX files, binarised (pixel > 0) with flipped pixels (E4)."""
-    root = _require_dir(root, "mnist", "the IDX files train-images-idx3-ubyte and "
+    root = require_dir(root, "mnist", "the IDX files train-images-idx3-ubyte and "
                         "t10k-images-idx3-ubyte (optionally .gz)")
-    train = torch.as_tensor(read_idx(_find_idx(root, "train-images-idx3-ubyte")).copy())
-    test = torch.as_tensor(read_idx(_find_idx(root, "t10k-images-idx3-ubyte")).copy())
+    train = torch.as_tensor(read_idx(find_idx(root, "train-images-idx3-ubyte")).copy())
+    test = torch.as_tensor(read_idx(find_idx(root, "t10k-images-idx3-ubyte")).copy())
     return _digit_data(train, test, seed, n_train, n_test, train.shape[-1], threshold, flip_fraction)
 
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from . import operators
-from .kernels import Kernel, SquaredExponential, multichannel_filters
+from .filters import multichannel_filters
+from .kernels import Kernel, SquaredExponential
 from .models import ConvDEQ, DenseDEQ
 
 Tensor = torch.Tensor

@@ -20,11 +20,12 @@ import torch
 from omegaconf import OmegaConf
 
 from .build import build_model, load_job_data, members_from_config, resolve_device
-from .config import NON_RESULT_KEYS, ConfigError, validate
+from .config import NON_RESULT_KEYS, ConfigError
 from .data import DataError
 from .families import FamilyDataError
 from .logging import CsvLog, FolderBusy, RunFolder, WandbError, WandbLog
 from .train import fit
+from .validation import validate
 
 USER_ERRORS = (ConfigError, DataError, FamilyDataError, FolderBusy, WandbError)
 

@@ -13,8 +13,9 @@ import math
 import torch
 
 from .families import FAMILIES, get_family
+from .filters import grid_kernel_matrix
 from .inits import InitSpec, initialise
-from .kernels import build_kernel, grid_kernel_matrix
+from .kernels import build_kernel
 from .kglm import contraction_lambda, fit_kglm
 from .models import ConvDEQ, DenseDEQ
 from .solvers import SolverSettings

@@ -4,8 +4,9 @@ import torch
 
 from deqexp import operators
 from deqexp.families import get_family
+from deqexp.filters import grid_kernel_matrix, multichannel_filters, window_filter
 from deqexp.inits import InitSpec, initialise
-from deqexp.kernels import build_kernel, grid_kernel_matrix, multichannel_filters, window_filter
+from deqexp.kernels import build_kernel
 from deqexp.kglm import fit_kglm
 from deqexp.models import ConvDEQ
 from deqexp.solvers import SolverSettings

@@ -6,14 +6,14 @@ import torch
 from sklearn.gaussian_process import kernels as sk
 from sklearn.metrics.pairwise import polynomial_kernel
 
-from deqexp.kernels import (
-    build_kernel,
+from deqexp.filters import (
     grid_kernel_matrix,
     grid_locations,
     grid_min_eigenvalue,
     multichannel_filters,
     window_filter,
 )
+from deqexp.kernels import build_kernel
 from deqexp.operators import conv
 
 X = torch.tensor(np.random.default_rng(0).normal(size=(12, 2)))

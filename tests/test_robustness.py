@@ -16,12 +16,13 @@ import torch
 
 from deqexp import operators
 from deqexp.build import check_data, kernel_of
-from deqexp.config import ConfigError, validate
+from deqexp.config import ConfigError
 from deqexp.data import Data, DataError, read_cifar10, read_idx
 from deqexp.kernels import Linear
 from deqexp.logging import FolderBusy, Progress, RunFolder, WandbError, WandbLog
 from deqexp.runner import job_threads, train_job
 from deqexp.solvers import forward_iteration
+from deqexp.validation import validate
 from tests.cli import deqexp
 from tests.compose import compose_config
 

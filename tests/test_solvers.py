@@ -110,7 +110,7 @@ def test_unknown_solver():
 
 
 def test_solve_spd_matches_linalg_solve_and_flags_indefinite():
-    from deqexp.solvers import solve_spd
+    from deqexp.linalg import solve_spd
 
     g = torch.Generator().manual_seed(0)
     m = torch.randn(7, 4, 4, generator=g)

@@ -1,0 +1,117 @@
+"""Readers for the local data sets' file formats (CIFAR-10 python batches, MNIST IDX files,
+multi-channel TIFFs): each returns arrays, or raises :class:`DataError` naming the file and
+the fix; never a traceback from the format's library."""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+Tensor = torch.Tensor
+
+
+class DataError(ValueError):
+    """A data set cannot be built: missing folder, wrong format, bad setting."""
+
+
+def require_dir(root, what: str, expected: str) -> Path:
+    if root is None or not Path(root).is_dir():
+        raise DataError(f"{what}: data folder '{root}' not found. Put {expected} there, or point "
+                        "to them with dataset.root=/path/to/folder (or paths.data=/path/to/data)")
+    return Path(root)
+
+
+def read_cifar10(root) -> tuple[Tensor, Tensor]:
+    """Train and test images ``(N, 3, 32, 32)`` in [0,1] from a ``cifar-10-batches-py`` folder."""
+    root = require_dir(root, "cifar10", "the 'cifar-10-batches-py' files (data_batch_1..5, "
+                        "test_batch)")
+    if (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+
+    def load(names):
+        arrays = []
+        for name in names:
+            path = root / name
+            if not path.exists():
+                continue
+            arrays.append(_cifar_batch(path))
+        if not arrays:
+            raise DataError(f"cifar10: no batch files {list(names)} in {root}")
+        return torch.as_tensor(np.concatenate(arrays), dtype=torch.float64) / 255
+
+    return load([f"data_batch_{i}" for i in range(1, 6)]), load(["test_batch"])
+
+
+def _cifar_batch(path: Path) -> np.ndarray:
+    """One CIFAR-10 batch file as (N, 3, 32, 32) uint8; a clear error for anything else."""
+    try:
+        with open(path, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        return data.reshape(-1, 3, 32, 32)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError,
+            AttributeError) as err:
+        raise DataError(f"cifar10: {path} is not a CIFAR-10 python batch ({type(err).__name__}: "
+                        f"{err}); replace it with the file from cifar-10-python.tar.gz") from None
+
+
+def read_idx(path) -> np.ndarray:
+    """An IDX file (MNIST format, optionally gzipped) as a numpy array."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path}: empty or truncated IDX file (no header)")
+            zero, dtype_code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or dtype_code != 0x08 or ndim == 0:
+                raise DataError(f"{path}: not an unsigned-byte IDX file")
+            dims = fh.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header")
+            shape = struct.unpack(">" + "I" * ndim, dims)
+            body = fh.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot be read as {'gzip-compressed ' if opener is gzip.open else ''}"
+                        f"IDX ({type(err).__name__}: {err})") from None
+    expected = int(np.prod(shape))
+    if len(body) != expected:
+        raise DataError(f"{path}: the header promises {expected} bytes of data {shape} but the file "
+                        f"holds {len(body)}; the file is truncated or corrupt")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def find_idx(root: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (root / name).exists():
+            return root / name
+    raise DataError(f"mnist: '{stem}' (or .gz) not found in {root}")
+
+
+def read_tiff(path: Path, channels: int, patch: int) -> Tensor:
+    """The first ``channels`` bands of a TIFF as ``(C, H, W)`` in [0, 1] (scaled by its max)."""
+    import tifffile
+
+    try:
+        arr = np.asarray(tifffile.imread(path), dtype=np.float64)
+    except (tifffile.TiffFileError, ValueError, OSError) as err:
+        raise DataError(f"hyperspectral: {path} is not a readable TIFF ({type(err).__name__}: "
+                        f"{err}); remove or replace it") from None
+    if not np.isfinite(arr).all():
+        raise DataError(f"hyperspectral: {path} contains NaN or inf pixels; clean it first")
+    if arr.ndim != 3:
+        raise DataError(f"hyperspectral: {path.name} has shape {arr.shape}, expected 3-D")
+    if arr.shape[-1] < arr.shape[0]:  # channels last -> first
+        arr = np.moveaxis(arr, -1, 0)
+    if arr.shape[0] < channels:
+        raise DataError(f"hyperspectral: {path.name} has {arr.shape[0]} channels, "
+                        f"dataset.channels={channels}")
+    img = torch.as_tensor(arr[:channels])
+    if min(img.shape[1:]) < patch:
+        raise DataError(f"hyperspectral: {path.name} is {img.shape[1]}x{img.shape[2]} pixels, "
+                        f"smaller than dataset.patch={patch}; use a smaller patch")
+    return img / img.max().clamp_min(1e-12)

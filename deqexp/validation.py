@@ -1,0 +1,113 @@
+"""Checks of a composed config that types alone cannot make: unknown keys (with a
+suggestion), value ranges, choices, combinations that would silently do nothing, and whatever
+the library itself would reject (kernel, family, solver settings), each raised as a
+:class:`ConfigError` that names the key and the fix, before anything runs."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+
+from omegaconf import OmegaConf
+
+from .config import TASKS, ConfigError
+from .families import FAMILIES, get_family
+from .inits import INITS
+from .kernels import build_kernel
+
+
+def _choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of {sorted(choices)}")
+
+
+def _positive(key: str, value, strict: bool = True) -> None:
+    if value is None:
+        return
+    if (strict and not value > 0) or (not strict and value < 0):
+        raise ConfigError(f"{key}={value} is not valid; it must be {'>' if strict else '>='} 0")
+
+
+def _library_check(group: str, build) -> None:
+    """Build a library object; its ValueError becomes a ConfigError naming the group."""
+    try:
+        build()
+    except ValueError as err:
+        raise ConfigError(f"{group}: {err}") from None
+
+
+def unknown_keys(node, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """Keys that the schema does not define (Hydra's ``+key=value`` adds them even to a typed
+    config), each with the node's valid keys."""
+    from omegaconf import DictConfig
+
+    found = []
+    kind = OmegaConf.get_type(node)
+    allowed = {f.name for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else None
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if allowed is not None and key not in allowed:
+            found.append((path, sorted(allowed)))
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            found += unknown_keys(child, path + ".")
+    return found
+
+
+def validate(cfg) -> None:
+    """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
+    for path, allowed in unknown_keys(cfg):
+        near = difflib.get_close_matches(path.rsplit(".", 1)[-1], allowed, n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(allowed)}"
+        raise ConfigError(f"unknown key '{path}' (not in the schema, so it would be ignored){hint}")
+    _choice("task", cfg.task, TASKS)
+    for key in ("forward", "backward"):
+        try:
+            OmegaConf.to_object(cfg.solver[key]).check(f"solver.{key}")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    for key, v in (("init.lam", cfg.init.lam),
+                   ("init.scale", cfg.init.scale), ("optim.lr", cfg.optim.lr),
+                   ("kernel.lengthscale", cfg.kernel.lengthscale), ("kernel.variance", cfg.kernel.variance),
+                   ("kernel.period", cfg.kernel.period),
+                   ("kernel.period_lengthscale", cfg.kernel.period_lengthscale),
+                   ("trainer.epochs", cfg.trainer.epochs),
+                   ("trainer.ensemble.seeds", cfg.trainer.ensemble.seeds),
+                   ("trainer.eval_every", cfg.trainer.eval_every),
+                   ("trainer.member_chunk", cfg.trainer.member_chunk)):
+        _positive(key, v)
+    _positive("trainer.batch_size", cfg.trainer.batch_size, strict=False)
+    _choice("family.name", cfg.family.name, FAMILIES)
+    _choice("init.name", cfg.init.name, INITS)
+    for name in cfg.trainer.ensemble.inits:
+        _choice("trainer.ensemble.inits", name, INITS)
+    for s in cfg.trainer.ensemble.scales:
+        _positive("trainer.ensemble.scales", s)
+    if cfg.init.lam is not None and len(cfg.trainer.ensemble.scales) > 0:
+        raise ConfigError(f"init.lam={cfg.init.lam} gives every member the same lambda, so the sweep "
+                          f"trainer.ensemble.scales={list(cfg.trainer.ensemble.scales)} would do "
+                          "nothing; set one of them")
+    for key, v in (("init.naive_lengthscale", cfg.init.naive_lengthscale),
+                   ("init.random_divisor", cfg.init.random_divisor), ("model.width", cfg.model.width),
+                   ("trainer.freeze_wu_epochs", cfg.trainer.freeze_wu_epochs + 1)):
+        _positive(key, v)
+    if not 0 <= cfg.init.lengthscale_low <= cfg.init.lengthscale_high:
+        raise ConfigError(f"init.lengthscale_low={cfg.init.lengthscale_low} and init.lengthscale_high="
+                          f"{cfg.init.lengthscale_high} must satisfy 0 <= low <= high")
+    if cfg.model.kernel_size < 1 or cfg.model.kernel_size % 2 != 1:
+        raise ConfigError(f"model.kernel_size={cfg.model.kernel_size} is not valid; it must be odd "
+                          "(a centred window), e.g. 3 or 5")
+    _library_check("kernel", lambda: build_kernel(**OmegaConf.to_container(cfg.kernel)))
+    _library_check("family", lambda: get_family(cfg.family.name, cfg.family.trials, cfg.family.classes))
+    _choice("init.construction", cfg.init.construction, ("pd", "paper"))
+    _choice("model.norm_method", cfg.model.norm_method, ("exact", "dft", "bound"))
+    _choice("model.kind", cfg.model.kind, ("dense", "conv"))
+    _choice("model.readout", cfg.model.readout, ("natural", "mean"))
+    _choice("model.padding", cfg.model.padding, ("zeros", "circular"))
+    _choice("optim.schedule", cfg.optim.schedule, ("none", "cosine"))
+    _choice("optim.name", cfg.optim.name, ("adam", "sgd"))
+    _choice("trainer.dtype", cfg.trainer.dtype, ("float32", "float64"))
+    if not (cfg.trainer.device in ("auto", "cpu", "cuda") or str(cfg.trainer.device).startswith("cuda:")):
+        raise ConfigError(f"trainer.device={cfg.trainer.device!r} is not valid; "
+                          "choose auto, cpu, cuda or cuda:N")
+    if cfg.logger.wandb.mode is not None:
+        _choice("logger.wandb.mode", cfg.logger.wandb.mode, ("offline", "online", "disabled"))
