@@ -192,6 +192,7 @@ class DenseDEQ(_DEQ):
         z = lambda *s: nn.Parameter(torch.zeros(e, *s, dtype=dtype))  # noqa: E731
         self.W, self.U, self.b = z(width, width), z(width, n_in), z(width)
         self.V, self.Q, self.c = z(n_out, width), z(n_out, n_in), z(n_out)
+        self._norm_starts: dict[str, dict] = {"W": {}, "U": {}}  # Lanczos warm starts
         # a trailing one-hot axis: the categorical family's classes, or the data's (copy_memory)
         self.classes = family.classes if classes is None else classes
 
@@ -224,9 +225,10 @@ class DenseDEQ(_DEQ):
         return _mm(p.V, z) + _mm(p.Q, t) + self._bias(p.c)
 
     def operator_norms(self) -> dict[str, Tensor]:
-        """Per-member spectral norms of W and U."""
+        """Per-member spectral norms of W and U (large ones warm-started from the last call)."""
         with torch.no_grad():
-            return {"W": operators.dense_norm(self.W), "U": operators.dense_norm(self.U)}
+            return {k: operators.dense_norms(p, self._norm_starts[k])
+                    for k, p in (("W", self.W), ("U", self.U))}
 
 
 class ConvDEQ(_DEQ):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
+ZERO_PAD_TOL = 1e-8  # relative accuracy of the iterative norms (on ||A||^2; half that on ||A||)
 
 
 def _finite_only(norm, weight: Tensor, dims: int) -> Tensor:
@@ -34,6 +35,29 @@ def _finite_only(norm, weight: Tensor, dims: int) -> Tensor:
 def dense_norm(weight: Tensor) -> Tensor:
     """Spectral norm of each matrix in ``(..., m, n)`` (NaN for a non-finite matrix)."""
     return _finite_only(lambda w: torch.linalg.matrix_norm(w, ord=2), weight, 2)
+
+
+SVD_MAX = 256  # above this size a warm-started Lanczos beats a full SVD per epoch
+
+
+def dense_norms(weight: Tensor, starts: dict | None = None, tol: float = ZERO_PAD_TOL) -> Tensor:
+    """Spectral norms of a stack of matrices ``(E, m, n)``: an exact SVD for small ones; for
+    large ones Lanczos on ``W^T W`` to relative accuracy ``tol``, warm-started from
+    ``starts[e]`` (updated), since weights move little between epochs."""
+    if max(weight.shape[-2:]) <= SVD_MAX or starts is None:
+        return dense_norm(weight)
+    out = []
+    for e, w in enumerate(weight):
+        if not bool(torch.isfinite(w).all()):
+            out.append(w.new_tensor(float("nan")))
+            continue
+        x0 = starts.get(e)
+        if x0 is None:
+            x0 = torch.ones(w.shape[-1], dtype=w.dtype, device=w.device)
+        theta, vec, _ = lanczos_top(lambda v, w=w: w.T @ (w @ v), x0, tol)
+        starts[e] = vec
+        out.append(theta.clamp_min(0).sqrt())
+    return torch.stack(out)
 
 
 def _check_odd(filters: Tensor) -> None:
@@ -82,9 +106,6 @@ def adjoint_filters(filters: Tensor) -> Tensor:
     return filters.transpose(-4, -3).flip(-1, -2)
 
 
-ZERO_PAD_TOL = 1e-8  # relative accuracy of the exact zero-padded norm (on ||A||^2; half that on ||A||)
-
-
 def lanczos_top(apply, x0: Tensor, tol: float, max_steps: int = 400) -> tuple[Tensor, Tensor, bool]:
     """Largest eigenvalue of a symmetric PSD operator by Lanczos with full reorthogonalisation.
 
@@ -94,6 +115,7 @@ def lanczos_top(apply, x0: Tensor, tol: float, max_steps: int = 400) -> tuple[Te
     eigenvalues into separate Ritz values (so theta is the top one). Returns (theta, the Ritz
     vector, converged).
     """
+    tol = max(tol, 10 * torch.finfo(x0.dtype).eps)  # no closer than the dtype can resolve
     basis = [x0 / x0.norm()]
     alphas, betas = [], []
     theta, vec = x0.new_zeros(()), basis[0]

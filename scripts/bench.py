@@ -270,6 +270,36 @@ def bench_conv(n_images, device, dtype, repeat, members=(1, 100)):
         add("4 conv", case, "fwd iters (mean)", float(model.run(x[:, :10]).forward.iterations.float().mean()))
 
 
+def bench_runner(device, repeat: int, quick: bool):
+    """Where an epoch's time goes in the runner: the training pass against the evaluation of
+    both splits and the operator norms that every logged epoch adds (trainer.eval_every)."""
+    from deqexp.build import build_model, load_job_data, members_from_config
+    from deqexp.train import evaluate, make_optimizer, operator_norms, train_epoch
+
+    cases = {"E1 default (smooth, 2,000 seq.)": ["dataset.n_train=200"] if quick else [],
+             "binary digits, kernel logistic": ["family=bernoulli", "dataset=binary_digits", "kernel=se",
+                                                *(["dataset.n_train=20"] if quick else [])]}
+    for label, overrides in cases.items():
+        cfg = compose(*overrides, "trainer.device=" + device.type)
+        members = members_from_config(cfg)
+        job = load_job_data(cfg, members, device, torch.float32)
+        model = build_model(cfg, job, members, device, torch.float32)
+        opt, sched = make_optimizer(cfg, model, 10)
+        gens = [torch.Generator().manual_seed(1)]
+        alive = torch.ones(len(members), dtype=torch.bool, device=device)
+        bs, kind = cfg.trainer.batch_size, job.meta.loss
+        step = lambda: train_epoch(model, job, opt, sched, gens, kind, bs, alive)  # noqa: E731
+        t_train = timed(step, device, repeat)
+        t_eval = timed(lambda: (evaluate(model, job, job.test_x, job.test_y, kind, bs),
+                                evaluate(model, job, job.train_x, job.train_y, kind, bs)), device, repeat)
+        t_norm = timed(lambda: operator_norms(model, job), device, repeat)
+        add("5 runner", label, "train pass s/epoch", t_train)
+        add("5 runner", label, "evaluation s/epoch", t_eval, t_eval / t_train,
+            "ratio = evaluation / train pass")
+        add("5 runner", label, "operator norms s/epoch", t_norm, t_norm / t_train,
+            "ratio = norms / train pass; trainer.eval_every=k divides both")
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -289,6 +319,8 @@ def main() -> int:
     parser.add_argument("--ensemble-n", type=int, default=None,
                         help="sequences per member in the scaling test (default: 2000 on CPU)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", nargs="+", choices=["solvers", "textbook", "ensemble", "conv", "runner"],
+                        help="run only these sections")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
@@ -300,11 +332,19 @@ def main() -> int:
     header = (f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
               f"float32")
     print(header, flush=True)
-    bench_solvers(n, device, dtype, args.repeat)
-    bench_textbook(n, device, dtype, args.repeat)
-    bench_ensemble(ens_n, device, dtype, args.repeat, (1, 4) if args.quick else (1, 4, 16, 64))
     conv_images = 20 if args.quick or device.type == "cpu" else 200
-    bench_conv(conv_images, device, dtype, args.repeat, (1, 4) if args.quick else (1, 100))
+    sections = {
+        "solvers": lambda: bench_solvers(n, device, dtype, args.repeat),
+        "textbook": lambda: bench_textbook(n, device, dtype, args.repeat),
+        "ensemble": lambda: bench_ensemble(ens_n, device, dtype, args.repeat,
+                                           (1, 4) if args.quick else (1, 4, 16, 64)),
+        "conv": lambda: bench_conv(conv_images, device, dtype, args.repeat,
+                                   (1, 4) if args.quick else (1, 100)),
+        "runner": lambda: bench_runner(device, args.repeat, args.quick),
+    }
+    for name, run in sections.items():
+        if not args.only or name in args.only:
+            run()
     args.out.mkdir(parents=True, exist_ok=True)
     import pandas as pd
 

@@ -334,3 +334,15 @@ def test_parallel_jobs_share_the_cores():
     assert job_threads(cfg, 1) == cores
     assert job_threads(cfg, cores) == 1 and job_threads(cfg, 2 * cores) == 1
     assert job_threads(compose_config("trainer.threads=3"), 8) == 3
+
+
+def test_large_dense_norms_by_warm_lanczos_match_the_svd():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 300, 300, generator=gen, dtype=torch.float64) / 20
+    w[1, 0, 0] = float("nan")
+    starts = {}
+    first = operators.dense_norms(w, starts)
+    exact = torch.linalg.matrix_norm(w[[0, 2]], 2)
+    assert math.isnan(first[1]) and torch.allclose(first[[0, 2]], exact, rtol=1e-8)
+    moved = w * 1.01  # the next epoch starts from the last vectors
+    assert torch.allclose(operators.dense_norms(moved, starts)[[0, 2]], 1.01 * exact, rtol=1e-8)
