@@ -18,7 +18,7 @@ install: .install.stamp  ## install deqexp (editable) with torch pinned by TORCH
 	touch $@
 
 train: install  ## the main job: train one kGLM-initialised DEQ on the embedded default data
-	deqexp train init=kglm
+	$(PYTHON) -m deqexp.cli train init=kglm
 
 test: install lint  ## lint, then the test suite
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
@@ -30,7 +30,7 @@ reproduce-paper: install  ## E1-E6 at PROFILE=quick|full|smoke, then tables and 
 	$(PYTHON) scripts/reproduce_paper.py --profile $(PROFILE)
 
 report: install  ## rebuild results/paper from the runs already on disk
-	deqexp report --profile $(PROFILE)
+	$(PYTHON) -m deqexp.cli report --profile $(PROFILE)
 
 bench: install  ## benchmarks: one table in results/bench
 	$(PYTHON) scripts/bench.py

@@ -6,6 +6,9 @@ THEORY.md section 3: the kGLM with log-partition ``a`` has the DEQ activation
 categorical family's C x C Hessian never has to be formed), in forms that do not
 overflow for ``|theta|`` up to 1e3.
 
+The sufficient statistic is T(y) = y for every family here (THEORY.md section 3, one-hot y
+for categorical), so the data enter the DEQ unchanged as its input t.
+
 Shapes: scalar families act elementwise; the categorical family keeps its C
 classes on the last axis, so ``theta`` is ``(..., n, C)``.
 """
@@ -42,10 +45,6 @@ class Family:
     def sup_variance(self) -> float:
         """``sup a''`` (the contraction constant of THEORY.md section 4); inf if unbounded."""
         raise NotImplementedError
-
-    def sufficient_statistic(self, y: Tensor) -> Tensor:
-        """``T(y)``; identity for every scalar family here."""
-        return y
 
     def log_partition(self, theta: Tensor) -> Tensor:
         """``a(theta)`` elementwise (summed over classes for categorical)."""

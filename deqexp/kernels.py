@@ -153,10 +153,6 @@ class Product(Kernel):
     def __mul__(self, other):
         return Product([*self.factors, other])
 
-    @property
-    def stationary(self) -> bool:
-        return all(isinstance(k, Stationary) for k in self.factors)
-
     def profile(self, diff):
         out = self.factors[0].variance * self.factors[0].profile(diff)
         for k in self.factors[1:]:
