@@ -171,6 +171,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         model.freeze("U", naive)
     progress = Progress(epochs, cfg.logger.progress, label)
     history: list[list[float]] = []
+    evaluated: list[int] = []  # the epochs that history's rows belong to
 
     def record(epoch, bwd, epoch_time):
         nonlocal alive
@@ -182,6 +183,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         for log in logs:
             log.log(new)
         history.append([r["test_loss"] if r["status"] == "ok" else math.nan for r in new])
+        evaluated.append(epoch)
         finite = [v for v in history[-1] if math.isfinite(v)]
         mean = float(np.mean(finite)) if finite else math.nan
         progress.update(epoch, mean, float(test["fwd_iters"].mean()))
@@ -204,11 +206,12 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
                 break
     finally:
         progress.close()
-    return summarise(members, history, alive, time.perf_counter() - t_start)
+    return summarise(members, history, evaluated, alive, time.perf_counter() - t_start)
 
 
-def summarise(members: list[Member], history, alive, total_time) -> dict:
-    """summary.json's per-member results from the test-loss history."""
+def summarise(members: list[Member], history, epochs: list[int], alive, total_time) -> dict:
+    """summary.json's per-member results from the test-loss history (one row per evaluated
+    epoch in ``epochs``)."""
     hist = np.array(history, dtype=float)  # (evaluations, E)
     out = []
     for m in members:
@@ -219,7 +222,7 @@ def summarise(members: list[Member], history, alive, total_time) -> dict:
             "member": m.index, "seed": m.seed, "init": m.spec.name, "scale": m.spec.scale,
             "status": "completed" if bool(alive[m.index]) else "diverged",
             "initial_test_loss": float(col[0]), "final_test_loss": float(col[-1]),
-            "best_test_loss": float(col[best]) if best >= 0 else math.nan, "best_evaluation": best,
-            "evaluations": len(col),
+            "best_test_loss": float(col[best]) if best >= 0 else math.nan,
+            "best_epoch": epochs[best] if best >= 0 else None, "epochs_run": epochs[-1],
         })
     return {"members": out, "total_time_s": round(total_time, 3)}

@@ -26,13 +26,12 @@ from deqexp.validation import validate
 from tests.cli import deqexp
 from tests.compose import compose_config
 
-SMALL = ["dataset.n_train=24", "dataset.n_test=8", "logger=csv", "logger.progress=false",
-         "trainer.epochs=3"]
+SMALL = ["dataset.n_train=24", "dataset.n_test=8", "logger=csv", "logger.progress=false"]
 
 
-def _train(tmp_path, *overrides, length=20):
+def _train(tmp_path, *overrides, length=20, epochs=3):
     sized = [f"dataset.length={length}"] if length else []
-    cfg = compose_config(*SMALL, *sized, *overrides)
+    cfg = compose_config(*SMALL, *sized, f"trainer.epochs={epochs}", *overrides)
     summary = train_job(cfg, RunFolder(tmp_path, "x"))
     return summary, pd.read_csv(tmp_path / "metrics.csv")
 
@@ -346,3 +345,15 @@ def test_large_dense_norms_by_warm_lanczos_match_the_svd():
     assert math.isnan(first[1]) and torch.allclose(first[[0, 2]], exact, rtol=1e-8)
     moved = w * 1.01  # the next epoch starts from the last vectors
     assert torch.allclose(operators.dense_norms(moved, starts)[[0, 2]], 1.01 * exact, rtol=1e-8)
+
+
+def test_eval_every_logs_fewer_epochs_and_changes_nothing_else(tmp_path):
+    every, all_epochs = tmp_path / "every", tmp_path / "all"
+    every.mkdir()
+    all_epochs.mkdir()
+    s2, sparse = _train(every, "trainer.eval_every=2", "trainer.dtype=float64", epochs=5)
+    s1, dense = _train(all_epochs, "trainer.dtype=float64", epochs=5)
+    assert list(sparse.epoch) == [0, 2, 4, 5]
+    same = dense.set_index("epoch").loc[[0, 2, 4, 5], ["train_loss", "test_loss", "op_norm_W"]]
+    assert np.allclose(sparse.set_index("epoch")[["train_loss", "test_loss", "op_norm_W"]], same, rtol=1e-12)
+    assert s2["members"][0]["best_epoch"] in (0, 2, 4, 5) and s2["members"][0]["epochs_run"] == 5
