@@ -4,7 +4,7 @@ Embedded (no download): ``smooth`` (E1 sequences), ``copy_memory`` (E6),
 ``images`` (32x32 patches of scikit-image's sample images, E2/E3) and
 ``binary_digits`` (scikit-learn's digits, binarised, E4). Local folders:
 ``cifar10`` (``cifar-10-batches-py``), ``hyperspectral`` (multi-channel TIFFs)
-and ``mnist`` (IDX files).
+and ``mnist`` (IDX files). Your own: ``arrays`` (an .npz file or a folder of .npy files).
 """
 from __future__ import annotations
 
@@ -15,7 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .readers import DataError, find_idx, read_cifar10, read_idx, read_tiff, require_dir
+from .readers import (
+    ARRAY_KEYS,
+    DataError,
+    find_idx,
+    read_arrays,
+    read_cifar10,
+    read_idx,
+    read_tiff,
+    require_dir,
+)
 
 Tensor = torch.Tensor
 
@@ -257,9 +266,80 @@ def mnist(seed: int, root: str | None = None, n_train: int = 1000, n_test: int =
     return _digit_data(train, test, seed, n_train, n_test, train.shape[-1], threshold, flip_fraction)
 
 
+# --------------------------------------------------------------------------- your own
+def _array_checks(a: dict, keys=ARRAY_KEYS) -> None:
+    for key in keys:
+        if key not in a:
+            raise DataError(f"dataset=arrays: key '{key}' is missing (found: {sorted(a) or 'nothing'}); "
+                            f"the file needs {', '.join(ARRAY_KEYS)}")
+    for key, v in a.items():
+        if not np.issubdtype(v.dtype, np.number) and v.dtype != bool:
+            raise DataError(f"dataset=arrays: '{key}' has dtype {v.dtype}; it must be numeric")
+        if not np.isfinite(v.astype(np.float64)).all():
+            raise DataError(f"dataset=arrays: '{key}' contains NaN or inf")
+    for split in ("train", "test"):
+        x, y = a[f"{split}_input"], a[f"{split}_target"]
+        if x.ndim not in (2, 4):
+            raise DataError(f"dataset=arrays: '{split}_input' has shape {x.shape}; use (N, n) for "
+                            "sequences or (N, C, H, W) for images")
+        if len(x) != len(y):
+            raise DataError(f"dataset=arrays: '{split}_input' has {len(x)} samples but "
+                            f"'{split}_target' has {len(y)}")
+        if x.ndim == 4 and y.shape != x.shape:
+            raise DataError(f"dataset=arrays: image targets must have the inputs' shape; "
+                            f"'{split}_target' is {y.shape}, '{split}_input' {x.shape}")
+        if x.ndim == 2 and y.ndim != 2:
+            raise DataError(f"dataset=arrays: '{split}_target' has shape {y.shape}; sequence "
+                            "targets are (N, m)")
+    for side in ("input", "target"):
+        tr, te = a[f"train_{side}"], a[f"test_{side}"]
+        if tr.shape[1:] != te.shape[1:]:
+            raise DataError(f"dataset=arrays: 'train_{side}' samples are {tr.shape[1:]} but "
+                            f"'test_{side}' samples are {te.shape[1:]}")
+
+
+def _locations(a: dict, key: str, n: int, default) -> Tensor:
+    if key not in a:
+        if default is None:
+            raise DataError(f"dataset=arrays: the targets have a different length from the inputs, "
+                            f"so '{key}' (their locations, shape (m, d)) is needed")
+        return default
+    loc = torch.as_tensor(a[key], dtype=torch.float64)
+    loc = loc[:, None] if loc.dim() == 1 else loc
+    if loc.dim() != 2 or len(loc) != n:
+        raise DataError(f"dataset=arrays: '{key}' has shape {tuple(a[key].shape)}; it must be ({n}, d)")
+    return loc
+
+
+def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0,
+           loss: str = "mse", **_) -> Data:
+    """Your own data: an ``.npz`` file (or a folder of ``.npy`` files) with ``train_input``,
+    ``train_target``, ``test_input``, ``test_target``. Sequences are ``(N, n)`` inputs and
+    ``(N, m)`` targets, at locations ``x_in`` ``(n, d)`` and ``x_out`` ``(m, d)`` (default:
+    positions 0..n-1, and x_out = x_in when m = n); images are ``(N, C, H, W)``. ``n_train`` /
+    ``n_test`` > 0 take a random subset (by seed); ``loss`` is ``mse`` or ``bce``."""
+    if not path:
+        raise DataError("dataset=arrays needs dataset.path=/path/to/data.npz (or a folder of .npy files)")
+    if loss not in ("mse", "bce"):
+        raise DataError(f"dataset=arrays: dataset.loss={loss!r}; choose mse or bce")
+    a = read_arrays(path)
+    _array_checks(a)
+    t = {k: torch.as_tensor(a[k].astype(np.float64)) for k in ARRAY_KEYS}
+    gen = _gen(seed)
+    train = _pick(torch.arange(len(t["train_input"])), n_train, gen)
+    test = _pick(torch.arange(len(t["test_input"])), n_test, gen)
+    parts = [t["train_input"][train], t["train_target"][train], t["test_input"][test], t["test_target"][test]]
+    if parts[0].dim() == 4:
+        return Data(*parts, loss, "real")
+    n, m = parts[0].shape[1], parts[1].shape[1]
+    x_in = _locations(a, "x_in", n, torch.arange(n, dtype=torch.float64)[:, None])
+    x_out = _locations(a, "x_out", m, x_in if m == n else None)
+    return Data(*parts, loss, "real", x_in, x_out)
+
+
 DATASETS = {"smooth": smooth, "copy_memory": copy_memory, "images": skimage_images,
             "cifar10": cifar10, "hyperspectral": hyperspectral, "binary_digits": binary_digits,
-            "mnist": mnist}
+            "mnist": mnist, "arrays": arrays}
 
 
 def load_dataset(name: str, seed: int, **options) -> Data:

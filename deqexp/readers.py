@@ -92,6 +92,22 @@ def find_idx(root: Path, stem: str) -> Path:
     raise DataError(f"mnist: '{stem}' (or .gz) not found in {root}")
 
 
+ARRAY_KEYS = ("train_input", "train_target", "test_input", "test_target")
+
+
+def read_arrays(path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file or of a folder of ``KEY.npy`` files, by key."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return {f.stem: np.load(f, allow_pickle=False) for f in sorted(p.glob("*.npy"))}
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"dataset=arrays: {p} is not a readable .npz file or folder of .npy files "
+                        f"({type(err).__name__}: {err})") from None
+
+
 def read_tiff(path: Path, channels: int, patch: int) -> Tensor:
     """The first ``channels`` bands of a TIFF as ``(C, H, W)`` in [0, 1] (scaled by its max)."""
     import tifffile

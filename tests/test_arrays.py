@@ -1,0 +1,99 @@
+"""dataset=arrays: a user's own data from an .npz file or a folder of .npy files."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from deqexp.data import DataError, arrays
+from deqexp.logging import RunFolder
+from deqexp.runner import train_job
+from tests.compose import compose_config
+
+
+def _sequences(n=40, length=12, m=6, rng=np.random.default_rng(0)):
+    x = np.linspace(0, 3, length)
+    sig = np.sin(x[None] + rng.uniform(0, 6, (n, 1)))
+    return {"train_input": sig[:30], "train_target": sig[:30, :m] * 0.5,
+            "test_input": sig[30:], "test_target": sig[30:, :m] * 0.5,
+            "x_in": x[:, None], "x_out": x[:m, None] + 0.1}
+
+
+def _images(rng=np.random.default_rng(1)):
+    clean = rng.uniform(0, 1, (14, 2, 8, 8))
+    noisy = np.clip(clean + 0.1 * rng.normal(size=clean.shape), 0, 1)
+    return {"train_input": noisy[:10], "train_target": clean[:10],
+            "test_input": noisy[10:], "test_target": clean[10:]}
+
+
+def _run(tmp_path, path, *overrides):
+    cfg = compose_config("dataset=arrays", f"dataset.path={path}", "logger=csv", "logger.progress=false",
+                         "trainer.epochs=2", *overrides)
+    out = tmp_path / "run"
+    out.mkdir()
+    summary = train_job(cfg, RunFolder(out, "x"))
+    return summary, pd.read_csv(out / "metrics.csv")
+
+
+def test_sequences_from_an_npz_train_a_dense_deq_at_the_given_locations(tmp_path):
+    data = _sequences()
+    np.savez(tmp_path / "seq.npz", **data)
+    loaded = arrays(0, str(tmp_path / "seq.npz"))
+    assert loaded.x_out.shape == (6, 1) and float(loaded.x_out[0, 0]) == pytest.approx(0.1)
+    summary, df = _run(tmp_path, tmp_path / "seq.npz", "family=gaussian", "kernel=se")
+    assert summary["members"][0]["status"] == "completed" and df.epoch.max() == 2
+    assert df.test_loss.iloc[-1] < df.test_loss.iloc[0]
+
+
+def test_images_from_a_folder_of_npy_train_a_conv_deq(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for key, value in _images().items():
+        np.save(folder / f"{key}.npy", value)
+    summary, df = _run(tmp_path, folder, "model=conv", "family=relu", "trainer.batch_size=5",
+                       "init.scale=0.5")
+    assert summary["members"][0]["status"] == "completed" and np.isfinite(df.test_loss).all()
+
+
+def _broken(name):
+    d = _sequences()
+    if name == "missing key":
+        del d["test_target"]
+    elif name == "1-D input":
+        d["train_input"] = d["train_input"][:, 0]
+    elif name == "sample counts":
+        d["train_target"] = d["train_target"][:-1]
+    elif name == "split lengths":
+        d["test_input"] = d["test_input"][:, :-1]
+    elif name == "nan":
+        d["test_input"] = d["test_input"].copy()
+        d["test_input"][0, 0] = np.nan
+    elif name == "strings":
+        d["train_target"] = d["train_target"].astype(str)
+    elif name == "x_in length":
+        d["x_in"] = d["x_in"][:-1]
+    elif name == "x_out missing":
+        del d["x_out"]
+    elif name == "image target shape":
+        d = _images()
+        d["train_target"] = d["train_target"][:, :1]
+    return d
+
+
+@pytest.mark.parametrize("name, says", [
+    ("missing key", "'test_target' is missing"), ("1-D input", "'train_input' has shape"),
+    ("sample counts", "'train_input' has 30 samples but 'train_target' has 29"),
+    ("split lengths", "'test_input' samples are"), ("nan", "'test_input' contains NaN"),
+    ("strings", "'train_target' has dtype"), ("x_in length", "'x_in' has shape"),
+    ("x_out missing", "'x_out'"), ("image target shape", "image targets must have the inputs' shape"),
+])
+def test_malformed_files_name_the_key(tmp_path, name, says):
+    np.savez(tmp_path / "bad.npz", **_broken(name))
+    with pytest.raises(DataError, match=says.replace("(", r"\(")):
+        arrays(0, str(tmp_path / "bad.npz"))
+
+
+def test_unreadable_or_missing_files(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"not numpy")
+    with pytest.raises(DataError, match="not a readable"):
+        arrays(0, str(tmp_path / "junk.npz"))
+    with pytest.raises(DataError, match="dataset.path"):
+        arrays(0, None)
