@@ -8,3 +8,12 @@ The theory's pieces by name: :mod:`deqexp.families` (sigma = a'), :mod:`deqexp.k
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # ``deqexp.load_run(path)`` without importing torch when the package is imported
+    if name == "load_run":
+        from .runs import load_run
+
+        return load_run
+    raise AttributeError(f"module 'deqexp' has no attribute {name!r}")

@@ -12,6 +12,7 @@ Deep equilibrium models initialised as kernelised GLMs (Tsuchida et al., ICLR 20
 commands:
   train     train and evaluate a DEQ (Hydra: key=value overrides, -m for sweeps);
             `deqexp train --help` lists the config groups and options
+  eval      evaluate a finished run's saved model again (its data set, or another via overrides)
   verify    check that kGLM-initialised DEQs solve their kGLMs exactly (a table; exit 1 on failure)
   report    aggregate finished runs into tables, figures and REPORT.md under results/paper
 
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> None:
         from .verify import main as verify_main
 
         sys.exit(verify_main(rest))
+    elif command == "eval":
+        from .runs import main as eval_main
+
+        sys.exit(eval_main(rest))
     elif command == "report":
         from .report import main as report_main
 

@@ -32,7 +32,7 @@ TASKS = ("train", "kglm_agreement", "init_timing")
 # keys (and key prefixes) that do not change a run's results: left out of its fingerprint and
 # of its folder name
 NON_RESULT_KEYS = ("force", "name", "launcher", "logger", "trainer.device", "trainer.threads",
-                   "trainer.member_chunk", "paths.output", "hydra")
+                   "trainer.member_chunk", "trainer.checkpoint_every", "paths.output", "hydra")
 
 
 class ConfigError(ValueError):
@@ -107,6 +107,8 @@ class TrainerConf:
     threads: int = 0             # torch threads per job (0: leave torch's default)
     eval_train: bool = True      # evaluate the full training set after each epoch
     eval_every: int = 1          # evaluate, log and take operator norms every k epochs (and the last)
+    checkpoint_every: int = 10   # checkpoint every k epochs and at the end (0: never); a rerun
+                                 # of an interrupted config resumes from its last checkpoint
     freeze_wu_epochs: int = 0    # naive init: W and U fixed for this many epochs (E6)
     member_chunk: Optional[int] = None  # members solved together (None: ~1M values a group on
                                         # a CPU, all members on a GPU); results do not depend on it

@@ -90,20 +90,41 @@ class RunFolder:
             self._lock.close()  # closing drops the flock
             self._lock = None
 
-    def start(self, force: bool = False, config_text: str | None = None) -> None:
+    def start(self, force: bool = False, config_text: str | None = None,
+              resume_epoch: int | None = None) -> None:
         """Claim the folder for this configuration: refuse another configuration's results
-        (unless ``force``), then forget an earlier result of this one."""
+        (unless ``force``), then forget an earlier result of this one, or, when resuming from
+        a checkpoint at ``resume_epoch``, cut metrics.csv back to it."""
         owner = self.owner()
         if owner is not None and owner != self.fingerprint and not force:
             raise FolderBusy(
                 f"{self.path} holds the results of a different configuration (fingerprint {owner}, "
                 f"this one {self.fingerprint}); nothing was changed. Give this run its own "
                 "folder with name=..., or replace those results with force=true")
+        if resume_epoch is not None:
+            self._cut_metrics(resume_epoch)
         for name in RESULT_FILES:
-            (self.path / name).unlink(missing_ok=True)
+            if resume_epoch is None or name != "metrics.csv":
+                (self.path / name).unlink(missing_ok=True)
         atomic_write(self.path / "FINGERPRINT", self.fingerprint + "\n")
         if config_text is not None:
             atomic_write(self.path / "config.yaml", config_text)
+
+    def _cut_metrics(self, epoch: int) -> None:
+        """Keep metrics.csv's rows up to ``epoch`` (a resumed run rewrites the later ones)."""
+        path = self.path / "metrics.csv"
+        if not path.exists():
+            return
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return
+        col = rows[0].index("epoch")
+        kept = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and int(r[col]) <= epoch]
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
+        os.replace(tmp, path)
 
     def finish(self, summary: dict) -> None:
         text = json.dumps(strict_json(summary), indent=2, allow_nan=False)
@@ -125,10 +146,12 @@ def strict_json(value):
 class CsvLog:
     """A CSV of rows (``metrics.csv``: one per member and epoch), flushed after every write."""
 
-    def __init__(self, path: Path, columns: list[str] = METRIC_COLUMNS):
-        self.fh = open(path, "w", newline="")
+    def __init__(self, path: Path, columns: list[str] = METRIC_COLUMNS, append: bool = False):
+        resume = append and path.exists()
+        self.fh = open(path, "a" if resume else "w", newline="")
         self.writer = csv.DictWriter(self.fh, fieldnames=columns, extrasaction="ignore")
-        self.writer.writeheader()
+        if not resume:
+            self.writer.writeheader()
 
     def log(self, rows: list[dict]) -> None:
         self.writer.writerows(rows)
@@ -221,13 +244,13 @@ class Progress:
     shows as the starting postfix); otherwise a plain line every few epochs, prefixed with the
     job's name so that parallel jobs' lines can be told apart."""
 
-    def __init__(self, epochs: int, enabled: bool, desc: str):
+    def __init__(self, epochs: int, enabled: bool, desc: str, start: int = 0):
         self.enabled, self.epochs, self.desc, self.bar = enabled, epochs, desc, None
         self.every = max(1, epochs // 10)
         if enabled and _usable_terminal():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=epochs, desc=desc, unit="epoch", dynamic_ncols=True)
+            self.bar = tqdm(total=epochs, initial=start, desc=desc, unit="epoch", dynamic_ncols=True)
 
     def update(self, epoch: int, loss: float, iters: float) -> None:
         if self.bar is not None:

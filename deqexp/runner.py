@@ -20,6 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from .build import build_model, load_job_data, members_from_config, resolve_device
+from .checkpoints import load_checkpoint
 from .config import NON_RESULT_KEYS, ConfigError
 from .data import DataError
 from .families import FamilyDataError
@@ -89,14 +90,21 @@ def train_job(cfg, folder: RunFolder, run_name: str = "default", parallel_jobs: 
     job = load_job_data(cfg, members, device, dtype)
     model = build_model(cfg, job, members, device, dtype)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    folder.start(cfg.force, OmegaConf.to_yaml(cfg, resolve=True))
+    resume = None if cfg.force else load_checkpoint(folder.path, folder.fingerprint)
+    epoch = resume["state"].epoch if resume else None
+    folder.start(cfg.force, OmegaConf.to_yaml(cfg, resolve=True), resume_epoch=epoch)
+    if resume:
+        print(f"deqexp: resuming from the checkpoint at epoch {epoch} in {folder.path} "
+              f"(metrics.csv cut back to it; W&B logs to a new run '{run_name}-from-{epoch}')")
+        run_name = f"{run_name}-from-{epoch}"
     logs, failed = [], True
     try:
         if cfg.logger.wandb.enabled:
             logs.append(WandbLog(folder.path, cfg.logger.wandb, resolved, run_name, len(members)))
         if cfg.logger.csv:
-            logs.append(CsvLog(folder.path / "metrics.csv"))
-        summary = fit(cfg, model, job, members, device, logs, run_name)
+            logs.append(CsvLog(folder.path / "metrics.csv", append=resume is not None))
+        summary = fit(cfg, model, job, members, device, logs, run_name, folder.path,
+                      folder.fingerprint, resume)
         summary.update(config=resolved, device=str(device), torch=torch.__version__,
                        run_dir=str(folder.path))
         for log in logs:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .build import JobData, Member, batches
+from .checkpoints import LoopState, restore, save_checkpoint, save_model
 from .config import ConfigError
 from .kglm import contraction_factor
 from .logging import Progress
@@ -156,57 +158,65 @@ def train_epoch(model, job: JobData, opt, sched, gens, loss_kind: str, bs: int, 
     return alive, bwd
 
 
-def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: str) -> dict:
+def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: str,
+        folder: Path | None = None, fingerprint: str = "", resume: dict | None = None) -> dict:
     """Train for ``trainer.epochs``; evaluate (and log) at epoch 0, every ``eval_every``
-    epochs and at the last; return the summary."""
+    epochs and at the last; with a ``folder``, checkpoint every ``checkpoint_every`` epochs
+    and save the final and best parameters; continue from ``resume`` (a checkpoint) if given.
+    Return the summary."""
     t_start = time.perf_counter()
     loss_kind, bs, epochs = job.meta.loss, cfg.trainer.batch_size, cfg.trainer.epochs
     n_train = job.train_x.shape[1]
     opt, sched = make_optimizer(cfg, model, epochs * math.ceil(n_train / (bs or n_train)))
     gens = [torch.Generator().manual_seed(s + 1_000_003) for s in job.seeds]
-    alive = torch.ones(len(members), dtype=torch.bool, device=device)
+    state = LoopState.start(model, torch.ones(len(members), dtype=torch.bool, device=device))
+    if resume is not None:
+        state = restore(resume, model, opt, sched, gens, device)
     naive = torch.tensor([m.spec.name == "naive" for m in members])
-    if cfg.trainer.freeze_wu_epochs > 0 and naive.any():
+    if state.epoch < cfg.trainer.freeze_wu_epochs and naive.any():
         model.freeze("W", naive)
         model.freeze("U", naive)
-    progress = Progress(epochs, cfg.logger.progress, label)
-    history: list[list[float]] = []
-    evaluated: list[int] = []  # the epochs that history's rows belong to
+    progress = Progress(epochs, cfg.logger.progress, label, start=state.epoch)
 
     def record(epoch, bwd, epoch_time):
-        nonlocal alive
         test = evaluate(model, job, job.test_x, job.test_y, loss_kind, bs)
         train = evaluate(model, job, job.train_x, job.train_y, loss_kind, bs) \
             if (cfg.trainer.eval_train or epoch == 0) else None
-        alive = alive & torch.isfinite(test["loss"])
-        new = rows(members, epoch, train, test, bwd, operator_norms(model, job), epoch_time, alive)
+        state.alive = state.alive & torch.isfinite(test["loss"])
+        new = rows(members, epoch, train, test, bwd, operator_norms(model, job), epoch_time, state.alive)
         for log in logs:
             log.log(new)
-        history.append([r["test_loss"] if r["status"] == "ok" else math.nan for r in new])
-        evaluated.append(epoch)
-        finite = [v for v in history[-1] if math.isfinite(v)]
+        state.evaluated_at(epoch, model, [r["test_loss"] if r["status"] == "ok" else math.nan for r in new])
+        finite = [v for v in state.history[-1] if math.isfinite(v)]
         mean = float(np.mean(finite)) if finite else math.nan
         progress.update(epoch, mean, float(test["fwd_iters"].mean()))
 
-    record(0, Totals(), 0.0)
-    note_contraction(model, job, members)
+    if resume is None:
+        record(0, Totals(), 0.0)
+        note_contraction(model, job, members)
+    every = cfg.trainer.checkpoint_every
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(state.epoch + 1, epochs + 1):
             if epoch == cfg.trainer.freeze_wu_epochs + 1:
                 model.unfreeze("W")
                 model.unfreeze("U")
             t0 = time.perf_counter()
-            alive, bwd = train_epoch(model, job, opt, sched, gens, loss_kind, bs, alive)
+            state.alive, bwd = train_epoch(model, job, opt, sched, gens, loss_kind, bs, state.alive)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            done = epoch == epochs or not bool(alive.any())
+            state.epoch = epoch
+            done = epoch == epochs or not bool(state.alive.any())
             if done or epoch % cfg.trainer.eval_every == 0:
                 record(epoch, bwd, time.perf_counter() - t0)
+            if folder is not None and every > 0 and (epoch % every == 0 or done):
+                save_checkpoint(folder, fingerprint, state, model, opt, sched, gens)
             if done:
                 break
     finally:
         progress.close()
-    return summarise(members, history, evaluated, alive, time.perf_counter() - t_start)
+    if folder is not None:
+        save_model(folder, model, state)
+    return summarise(members, state.history, state.evaluated, state.alive, time.perf_counter() - t_start)
 
 
 def summarise(members: list[Member], history, epochs: list[int], alive, total_time) -> dict:

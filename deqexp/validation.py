@@ -88,7 +88,8 @@ def validate(cfg) -> None:
                           "nothing; set one of them")
     for key, v in (("init.naive_lengthscale", cfg.init.naive_lengthscale),
                    ("init.random_divisor", cfg.init.random_divisor), ("model.width", cfg.model.width),
-                   ("trainer.freeze_wu_epochs", cfg.trainer.freeze_wu_epochs + 1)):
+                   ("trainer.freeze_wu_epochs", cfg.trainer.freeze_wu_epochs + 1),
+                   ("trainer.checkpoint_every", cfg.trainer.checkpoint_every + 1)):
         _positive(key, v)
     if not 0 <= cfg.init.lengthscale_low <= cfg.init.lengthscale_high:
         raise ConfigError(f"init.lengthscale_low={cfg.init.lengthscale_low} and init.lengthscale_high="

@@ -9,7 +9,8 @@ from deqexp.runner import train_job
 from tests.compose import compose_config
 
 
-def _sequences(n=40, length=12, m=6, rng=np.random.default_rng(0)):
+def _sequences(n=40, length=12, m=6):
+    rng = np.random.default_rng(0)
     x = np.linspace(0, 3, length)
     sig = np.sin(x[None] + rng.uniform(0, 6, (n, 1)))
     return {"train_input": sig[:30], "train_target": sig[:30, :m] * 0.5,
@@ -17,7 +18,8 @@ def _sequences(n=40, length=12, m=6, rng=np.random.default_rng(0)):
             "x_in": x[:, None], "x_out": x[:m, None] + 0.1}
 
 
-def _images(rng=np.random.default_rng(1)):
+def _images():
+    rng = np.random.default_rng(1)
     clean = rng.uniform(0, 1, (14, 2, 8, 8))
     noisy = np.clip(clean + 0.1 * rng.normal(size=clean.shape), 0, 1)
     return {"train_input": noisy[:10], "train_target": clean[:10],

@@ -1,0 +1,99 @@
+"""Checkpoints (an interrupted run resumes where it stopped) and saved models (a finished run
+can be reloaded and evaluated again).
+
+A checkpoint holds everything the next epoch depends on: the parameters, the optimiser's and
+scheduler's state, every batch-order generator's state, the alive mask, the test-loss
+history and each member's best parameters so far. Files are written atomically (a temporary
+file, then a rename), so a kill never leaves half a checkpoint.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+Tensor = torch.Tensor
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class LoopState:
+    """What the training loop carries from one epoch to the next, besides the model."""
+
+    epoch: int                 # the last finished epoch (0: before training)
+    alive: Tensor              # (E,) members not diverged
+    history: list              # test loss per evaluated epoch, (evaluations, E)
+    evaluated: list            # the epochs of history's rows
+    best_loss: Tensor          # (E,) each member's best test loss so far
+    best: dict                 # parameter name -> (E, ...) values at each member's best
+
+    @classmethod
+    def start(cls, model, alive: Tensor) -> "LoopState":
+        best = {n: p.detach().clone() for n, p in model.named_parameters()}
+        inf = torch.full((len(alive),), float("inf"), dtype=torch.float64)
+        return cls(0, alive, [], [], inf, best)
+
+    def evaluated_at(self, epoch: int, model, losses: list[float]) -> None:
+        """Record an evaluation; keep the parameters of every member that improved."""
+        self.history.append(losses)
+        self.evaluated.append(epoch)
+        loss = torch.tensor(losses, dtype=torch.float64).nan_to_num(nan=float("inf"))
+        better = loss < self.best_loss
+        self.best_loss = torch.where(better, loss, self.best_loss)
+        for name, p in model.named_parameters():
+            mask = better.to(p.device).view(-1, *[1] * (p.dim() - 1))
+            self.best[name] = torch.where(mask, p.detach(), self.best[name])
+
+
+def save_checkpoint(folder: Path, fingerprint: str, state: LoopState, model, opt, sched, gens) -> None:
+    atomic_save({"fingerprint": fingerprint, "state": state, "model": model.state_dict(),
+                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None,
+                 "generators": [g.get_state() for g in gens]}, folder / CHECKPOINT)
+
+
+def load_checkpoint(folder: Path, fingerprint: str) -> dict | None:
+    """The folder's checkpoint if it belongs to this configuration, else None."""
+    path = folder / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # an unreadable checkpoint is as good as none: start afresh
+        return None
+    return ckpt if ckpt.get("fingerprint") == fingerprint else None
+
+
+def restore(ckpt: dict, model, opt, sched, gens, device) -> LoopState:
+    """Put a checkpoint's states back; return the loop state to continue from."""
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if sched is not None and ckpt["scheduler"] is not None:
+        sched.load_state_dict(ckpt["scheduler"])
+    for g, s in zip(gens, ckpt["generators"]):
+        g.set_state(s)
+    state = ckpt["state"]
+    state.alive = state.alive.to(device)
+    state.best = {k: v.to(device) for k, v in state.best.items()}
+    return state
+
+
+def save_model(folder: Path, model, state: LoopState) -> None:
+    """The final and the best (by test loss, per member) parameters of a finished run."""
+    best_epoch = [state.evaluated[i] if torch.isfinite(state.best_loss[e]) else None
+                  for e, i in enumerate(_argmin(state.history))]
+    atomic_save({"final": model.state_dict(), "best": {k: v.cpu() for k, v in state.best.items()},
+                 "best_epoch": best_epoch}, folder / MODEL)
+
+
+def _argmin(history: list) -> list[int]:
+    h = torch.tensor(history, dtype=torch.float64).nan_to_num(nan=float("inf"))
+    return h.argmin(0).tolist()

@@ -1,0 +1,118 @@
+"""Long runs: checkpoints and resume, saved models, reloading and evaluating (issue 11)."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import deqexp
+from deqexp import train as train_module
+from deqexp.logging import RunFolder
+from deqexp.runner import fingerprint, train_job
+from deqexp.runs import evaluate_run
+from deqexp.runs import main as eval_main
+from tests.compose import compose_config
+
+RUN = ["dataset.n_train=40", "dataset.n_test=12", "dataset.length=20", "logger=csv",
+       "logger.progress=false", "trainer.dtype=float64", "trainer.epochs=6", "trainer.batch_size=8",
+       "trainer.checkpoint_every=2", "optim=adam_cosine", "trainer.ensemble.inits=[kglm,random]"]
+NUMBERS = ["train_loss", "test_loss", "fwd_iters_mean", "fwd_residual", "bwd_iters_mean", "op_norm_W"]
+
+
+def _job(tmp_path, name, *extra):
+    cfg = compose_config(*RUN, *extra)
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    return cfg, RunFolder(folder, fingerprint(cfg))
+
+
+def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    cfg, whole = _job(tmp_path, "whole")
+    train_job(cfg, whole)
+    reference = pd.read_csv(whole.path / "metrics.csv")
+
+    cfg, broken = _job(tmp_path, "broken")
+    real, calls = train_module.train_epoch, []
+
+    def dies_at_epoch_5(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_epoch", dies_at_epoch_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_job(cfg, broken)
+    monkeypatch.setattr(train_module, "train_epoch", real)
+    assert not (broken.path / "COMPLETE").exists()
+    assert pd.read_csv(broken.path / "metrics.csv").epoch.max() == 4
+    train_job(cfg, broken)  # resumes from the checkpoint at epoch 4
+    resumed = pd.read_csv(broken.path / "metrics.csv")
+    assert list(resumed.epoch) == list(reference.epoch)
+    assert np.allclose(resumed[NUMBERS], reference[NUMBERS], rtol=1e-12, atol=1e-14, equal_nan=True)
+    assert (broken.path / "COMPLETE").exists()
+
+
+def test_force_starts_afresh_instead_of_resuming(tmp_path):
+    cfg, folder = _job(tmp_path, "f")
+    train_job(cfg, folder)
+    cfg = compose_config(*RUN, "force=true")
+    train_job(cfg, RunFolder(folder.path, fingerprint(cfg)))
+    assert pd.read_csv(folder.path / "metrics.csv").epoch.tolist().count(0) == 2  # one row per member
+
+
+def test_reloaded_models_give_the_logged_losses_back(tmp_path):
+    cfg, folder = _job(tmp_path, "r")
+    summary = train_job(cfg, folder)
+    final = evaluate_run(deqexp.load_run(folder.path))
+    for row, member in zip(final, summary["members"]):
+        assert row["test_loss"] == member["final_test_loss"]
+    best = evaluate_run(deqexp.load_run(folder.path, "best"))
+    for row, member in zip(best, summary["members"]):
+        assert row["test_loss"] == member["best_test_loss"]
+
+
+def test_deqexp_eval_writes_the_metrics_and_takes_overrides(tmp_path, capsys):
+    cfg, folder = _job(tmp_path, "e")
+    train_job(cfg, folder)
+    assert eval_main([str(folder.path), "dataset.n_test=30"]) == 0
+    out = pd.read_csv(folder.path / "eval.csv")
+    assert len(out) == 2 and np.isfinite(out.test_loss).all()
+    assert "test loss" in capsys.readouterr().out
+    assert eval_main([str(tmp_path), "dataset.n_test=30"]) == 2  # no saved model there
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_resumes_to_the_same_metrics(tmp_path):
+    args = [sys.executable, "-m", "deqexp.cli", "train", "dataset.n_train=300", "dataset.n_test=50",
+            "logger=csv", "trainer.dtype=float64", "trainer.epochs=40", "trainer.checkpoint_every=1",
+            "trainer.batch_size=50", f"paths.output={tmp_path / 'a'}"]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    ckpt = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "a").rglob("checkpoint.pt"))
+        metrics = list((tmp_path / "a").rglob("metrics.csv"))
+        if found and metrics and 5 <= len(metrics[0].read_text().splitlines()) < 30:
+            ckpt = found[0]
+            break
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no clean-up runs
+    proc.wait()
+    assert ckpt is not None, "the run finished before it could be killed"
+    assert not (ckpt.parent / "COMPLETE").exists()
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "resuming from the checkpoint" in again.stdout, again.stderr[-2000:]
+    whole = subprocess.run([*args[:-1], f"paths.output={tmp_path / 'b'}"], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert whole.returncode == 0
+    a = pd.read_csv(ckpt.parent / "metrics.csv")
+    b = pd.read_csv(next((tmp_path / "b").rglob("metrics.csv")))
+    assert list(a.epoch) == list(b.epoch)
+    assert np.allclose(a[NUMBERS], b[NUMBERS], rtol=1e-12, atol=1e-14, equal_nan=True)
+    assert json.loads((ckpt.parent / "summary.json").read_text())["members"][0]["status"] == "completed"
