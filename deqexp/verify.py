@@ -73,13 +73,12 @@ def _row(family, kernel, n, lam, solver, run, dz, dpred, tol, exact_ok) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Fixed-width text table of the rows."""
-    cols = list(rows[0])
-    cell = lambda v: ("-" if math.isnan(v) else f"{v:.3g}") if isinstance(v, float) else str(v)  # noqa: E731
-    width = {c: max(len(c), *(len(cell(r[c])) for r in rows)) for c in cols}
-    line = lambda vals: "  ".join(v.rjust(width[c]) for c, v in zip(cols, vals))  # noqa: E731
-    return "\n".join([line(cols), line(["-" * width[c] for c in cols])]
-                     + [line([cell(r[c]) for c in cols]) for r in rows])
+    """Fixed-width text table of the rows (NaN shown as '-')."""
+    from tabulate import tabulate
+
+    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+             for r in rows]
+    return tabulate(clean, headers="keys", floatfmt=".3g", missingval="-", stralign="right")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -350,13 +350,8 @@ def main() -> int:
 
     df = pd.DataFrame(ROWS)
     df.to_csv(args.out / "bench.csv", index=False)
-    lines = [f"# deqexp benchmark\n\n{header}\n", "| section | case | metric | value | ratio | note |",
-             "|---|---|---|---|---|---|"]
-    for r in ROWS:
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3g}"
-        lines.append(f"| {r['section']} | {r['case']} | {r['metric']} | {r['value']:.4g} | {ratio} | "
-                     f"{r['note']} |")
-    (args.out / "bench.md").write_text("\n".join(lines) + "\n")
+    table = df.to_markdown(index=False, floatfmt=".4g", missingval="")
+    (args.out / "bench.md").write_text(f"# deqexp benchmark\n\n{header}\n\n{table}\n")
     print(f"wrote {args.out / 'bench.md'}")
     return 0
 
