@@ -142,6 +142,17 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _on_sigterm(handler):
+    """Install a SIGTERM handler; return the previous one (None where a launcher runs the job
+    off the main thread, where Python cannot install handlers)."""
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
 def _parallel_jobs(hc) -> int:
     """How many jobs the launcher runs at once (joblib's n_jobs; 1 otherwise)."""
     n = hc.launcher.get("n_jobs") if "launcher" in hc else None
@@ -164,7 +175,7 @@ def run_from_hydra(cfg) -> dict | None:
         if "members" in summary:
             print(describe_summary(summary, run_dir))
         return summary
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends a run as Ctrl-C does
+    previous = _on_sigterm(_raise_interrupt)  # SIGTERM ends a run as Ctrl-C does
     try:
         folder.acquire()
         summary = train_job(cfg, folder, run_name, _parallel_jobs(hc))
@@ -177,7 +188,7 @@ def run_from_hydra(cfg) -> dict | None:
         raise SystemExit(130) from None
     finally:
         folder.release()
-        signal.signal(signal.SIGTERM, previous)
+        _on_sigterm(previous)
     print(describe_summary(summary, run_dir) if "members" in summary
           else f"{cfg.task} complete; files: {run_dir}")
     return summary
