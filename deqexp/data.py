@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from .readers import (
     ARRAY_KEYS,
     DataError,
+    array_locations,
+    check_arrays,
     find_idx,
     read_arrays,
     read_cifar10,
@@ -267,50 +269,6 @@ def mnist(seed: int, root: str | None = None, n_train: int = 1000, n_test: int =
 
 
 # --------------------------------------------------------------------------- your own
-def _array_checks(a: dict, keys=ARRAY_KEYS) -> None:
-    for key in keys:
-        if key not in a:
-            raise DataError(f"dataset=arrays: key '{key}' is missing (found: {sorted(a) or 'nothing'}); "
-                            f"the file needs {', '.join(ARRAY_KEYS)}")
-    for key, v in a.items():
-        if not np.issubdtype(v.dtype, np.number) and v.dtype != bool:
-            raise DataError(f"dataset=arrays: '{key}' has dtype {v.dtype}; it must be numeric")
-        if not np.isfinite(v.astype(np.float64)).all():
-            raise DataError(f"dataset=arrays: '{key}' contains NaN or inf")
-    for split in ("train", "test"):
-        x, y = a[f"{split}_input"], a[f"{split}_target"]
-        if x.ndim not in (2, 4):
-            raise DataError(f"dataset=arrays: '{split}_input' has shape {x.shape}; use (N, n) for "
-                            "sequences or (N, C, H, W) for images")
-        if len(x) != len(y):
-            raise DataError(f"dataset=arrays: '{split}_input' has {len(x)} samples but "
-                            f"'{split}_target' has {len(y)}")
-        if x.ndim == 4 and y.shape != x.shape:
-            raise DataError(f"dataset=arrays: image targets must have the inputs' shape; "
-                            f"'{split}_target' is {y.shape}, '{split}_input' {x.shape}")
-        if x.ndim == 2 and y.ndim != 2:
-            raise DataError(f"dataset=arrays: '{split}_target' has shape {y.shape}; sequence "
-                            "targets are (N, m)")
-    for side in ("input", "target"):
-        tr, te = a[f"train_{side}"], a[f"test_{side}"]
-        if tr.shape[1:] != te.shape[1:]:
-            raise DataError(f"dataset=arrays: 'train_{side}' samples are {tr.shape[1:]} but "
-                            f"'test_{side}' samples are {te.shape[1:]}")
-
-
-def _locations(a: dict, key: str, n: int, default) -> Tensor:
-    if key not in a:
-        if default is None:
-            raise DataError(f"dataset=arrays: the targets have a different length from the inputs, "
-                            f"so '{key}' (their locations, shape (m, d)) is needed")
-        return default
-    loc = torch.as_tensor(a[key], dtype=torch.float64)
-    loc = loc[:, None] if loc.dim() == 1 else loc
-    if loc.dim() != 2 or len(loc) != n:
-        raise DataError(f"dataset=arrays: '{key}' has shape {tuple(a[key].shape)}; it must be ({n}, d)")
-    return loc
-
-
 def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0,
            loss: str = "mse", **_) -> Data:
     """Your own data: an ``.npz`` file (or a folder of ``.npy`` files) with ``train_input``,
@@ -323,7 +281,7 @@ def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0
     if loss not in ("mse", "bce"):
         raise DataError(f"dataset=arrays: dataset.loss={loss!r}; choose mse or bce")
     a = read_arrays(path)
-    _array_checks(a)
+    check_arrays(a)
     t = {k: torch.as_tensor(a[k].astype(np.float64)) for k in ARRAY_KEYS}
     gen = _gen(seed)
     train = _pick(torch.arange(len(t["train_input"])), n_train, gen)
@@ -332,8 +290,8 @@ def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0
     if parts[0].dim() == 4:
         return Data(*parts, loss, "real")
     n, m = parts[0].shape[1], parts[1].shape[1]
-    x_in = _locations(a, "x_in", n, torch.arange(n, dtype=torch.float64)[:, None])
-    x_out = _locations(a, "x_out", m, x_in if m == n else None)
+    x_in = array_locations(a, "x_in", n, torch.arange(n, dtype=torch.float64)[:, None])
+    x_out = array_locations(a, "x_out", m, x_in if m == n else None)
     return Data(*parts, loss, "real", x_in, x_out)
 
 

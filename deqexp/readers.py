@@ -108,6 +108,52 @@ def read_arrays(path) -> dict[str, np.ndarray]:
                         f"({type(err).__name__}: {err})") from None
 
 
+def check_arrays(a: dict, keys=ARRAY_KEYS) -> None:
+    """Refuse a user's arrays that are missing, non-numeric, non-finite or mis-shaped."""
+    for key in keys:
+        if key not in a:
+            raise DataError(f"dataset=arrays: key '{key}' is missing (found: {sorted(a) or 'nothing'}); "
+                            f"the file needs {', '.join(ARRAY_KEYS)}")
+    for key, v in a.items():
+        if not np.issubdtype(v.dtype, np.number) and v.dtype != bool:
+            raise DataError(f"dataset=arrays: '{key}' has dtype {v.dtype}; it must be numeric")
+        if not np.isfinite(v.astype(np.float64)).all():
+            raise DataError(f"dataset=arrays: '{key}' contains NaN or inf")
+    for split in ("train", "test"):
+        x, y = a[f"{split}_input"], a[f"{split}_target"]
+        if x.ndim not in (2, 4):
+            raise DataError(f"dataset=arrays: '{split}_input' has shape {x.shape}; use (N, n) for "
+                            "sequences or (N, C, H, W) for images")
+        if len(x) != len(y):
+            raise DataError(f"dataset=arrays: '{split}_input' has {len(x)} samples but "
+                            f"'{split}_target' has {len(y)}")
+        if x.ndim == 4 and y.shape != x.shape:
+            raise DataError(f"dataset=arrays: image targets must have the inputs' shape; "
+                            f"'{split}_target' is {y.shape}, '{split}_input' {x.shape}")
+        if x.ndim == 2 and y.ndim != 2:
+            raise DataError(f"dataset=arrays: '{split}_target' has shape {y.shape}; sequence "
+                            "targets are (N, m)")
+    for side in ("input", "target"):
+        tr, te = a[f"train_{side}"], a[f"test_{side}"]
+        if tr.shape[1:] != te.shape[1:]:
+            raise DataError(f"dataset=arrays: 'train_{side}' samples are {tr.shape[1:]} but "
+                            f"'test_{side}' samples are {te.shape[1:]}")
+
+
+def array_locations(a: dict, key: str, n: int, default) -> Tensor:
+    """Locations ``a[key]`` as ``(n, d)``, or ``default`` when absent."""
+    if key not in a:
+        if default is None:
+            raise DataError(f"dataset=arrays: the targets have a different length from the inputs, "
+                            f"so '{key}' (their locations, shape (m, d)) is needed")
+        return default
+    loc = torch.as_tensor(a[key], dtype=torch.float64)
+    loc = loc[:, None] if loc.dim() == 1 else loc
+    if loc.dim() != 2 or len(loc) != n:
+        raise DataError(f"dataset=arrays: '{key}' has shape {tuple(a[key].shape)}; it must be ({n}, d)")
+    return loc
+
+
 def read_tiff(path: Path, channels: int, patch: int) -> Tensor:
     """The first ``channels`` bands of a TIFF as ``(C, H, W)`` in [0, 1] (scaled by its max)."""
     import tifffile
