@@ -43,12 +43,20 @@ def fingerprint(cfg) -> str:
     return hashlib.sha256(repr(sorted(c.items())).encode()).hexdigest()[:16]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a SLURM or taskset allocation, not the whole node)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def job_threads(cfg, parallel_jobs: int = 1) -> int:
     """torch threads for this job: as configured, else the cores shared among the parallel
     jobs (more threads than cores slows every job several-fold)."""
     if cfg.trainer.threads > 0:
         return cfg.trainer.threads
-    return max(1, (os.cpu_count() or 1) // max(1, parallel_jobs))
+    return max(1, usable_cores() // max(1, parallel_jobs))
 
 
 def reset_global_state(cfg, parallel_jobs: int = 1) -> None:
@@ -158,7 +166,7 @@ def _parallel_jobs(hc) -> int:
     n = hc.launcher.get("n_jobs") if "launcher" in hc else None
     if not isinstance(n, int) or n == 0:
         return 1
-    return (os.cpu_count() or 1) if n < 0 else n
+    return usable_cores() if n < 0 else n
 
 
 def run_from_hydra(cfg) -> dict | None:

@@ -331,7 +331,7 @@ def test_plain_progress_lines_carry_the_job_name(capsys):
 # 10. threads ------------------------------------------------------------------------------
 def test_parallel_jobs_share_the_cores():
     cfg = compose_config()
-    cores = os.cpu_count()
+    cores = len(os.sched_getaffinity(0))
     assert job_threads(cfg, 1) == cores
     assert job_threads(cfg, cores) == 1 and job_threads(cfg, 2 * cores) == 1
     assert job_threads(compose_config("trainer.threads=3"), 8) == 3
