@@ -8,11 +8,12 @@ file, then a rename), so a kill never leaves half a checkpoint.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .logging import atomic_replace
 
 Tensor = torch.Tensor
 CHECKPOINT = "checkpoint.pt"
@@ -20,9 +21,7 @@ MODEL = "model.pt"
 
 
 def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_replace(path, lambda tmp: torch.save(obj, tmp))
 
 
 @dataclass

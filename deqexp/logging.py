@@ -31,11 +31,16 @@ class FolderBusy(RuntimeError):
     """The run folder is in use by another process, or holds another configuration's results."""
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename."""
+def atomic_replace(path: Path, write) -> None:
+    """Create ``path`` by ``write(tmp)`` on a temporary file and a rename: never half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    write(tmp)
     os.replace(tmp, path)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    atomic_replace(path, lambda tmp: tmp.write_text(text))
 
 
 class RunFolder:

@@ -58,6 +58,7 @@ class _DEQ(nn.Module):
         self.readout_mean = readout == "mean"
         self.member_chunk = member_chunk
         self.frozen: dict[str, Tensor] = {}
+        self._norm_starts: dict[str, dict] = {"W": {}, "U": {}}  # warm starts of the iterative norms
 
     # subclasses: _recur, _recur_adjoint, _inject, _readout, _z0; ``p`` holds the
     # parameters of a group of members (slices of the stacked parameters)
@@ -192,7 +193,6 @@ class DenseDEQ(_DEQ):
         z = lambda *s: nn.Parameter(torch.zeros(e, *s, dtype=dtype))  # noqa: E731
         self.W, self.U, self.b = z(width, width), z(width, n_in), z(width)
         self.V, self.Q, self.c = z(n_out, width), z(n_out, n_in), z(n_out)
-        self._norm_starts: dict[str, dict] = {"W": {}, "U": {}}  # Lanczos warm starts
         # a trailing one-hot axis: the categorical family's classes, or the data's (copy_memory)
         self.classes = family.classes if classes is None else classes
 
@@ -248,7 +248,6 @@ class ConvDEQ(_DEQ):
         z = lambda co, ci: nn.Parameter(torch.zeros(e, co, ci, k, k, dtype=dtype))  # noqa: E731
         self.W, self.U, self.V, self.Q = z(h, h), z(h, c), z(c, h), z(c, c)
         self.padding, self.norm_method = padding, norm_method
-        self._norm_starts: dict[str, dict] = {"W": {}, "U": {}}  # power iteration warm starts
 
     def _conv(self, filters: Tensor, x: Tensor) -> Tensor:
         """Each member's convolution: members become groups of one grouped convolution."""
