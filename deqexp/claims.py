@@ -38,9 +38,10 @@ def paired_wins(df: pd.DataFrame, epoch: int, other: str, base: str = "kglm") ->
 
 def curves_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per init and reported epoch: test loss min / mean / max over seeds, diverged members,
-    the forward solver's mean relative residual and converged fraction, mean ||W||_2, and for
-    the other inits the fraction of seeds that kglm beats (paired) and whether the seed ranges
-    overlap kglm's."""
+    the forward solver's mean relative residual and converged fraction, mean ||W||_2, the mean
+    and largest Jacobian norm of the fixed-point map at z* (when logged), and for the other
+    inits the fraction of seeds that kglm beats (paired) and whether the seed ranges overlap
+    kglm's."""
     rows = []
     for e in reported_epochs(int(df.epoch.max())):
         at = df[df.epoch == e]
@@ -50,12 +51,30 @@ def curves_table(df: pd.DataFrame) -> pd.DataFrame:
             row = {"init": init, "epoch": e, "seeds": len(v), "min": v.min(), "mean": v.mean(),
                    "max": v.max(), "diverged": int((g.status != "ok").sum()),
                    "fwd_residual": g.fwd_residual.mean(), "converged_frac": g.converged_frac.mean(),
-                   "op_norm_W": g.op_norm_W.mean()}
+                   "op_norm_W": g.op_norm_W.mean(), **_jacobian_stats(g)}
             if init != "kglm" and len(kglm):
                 row["kglm_beats"] = paired_wins(df, e, init)
                 row["overlaps_kglm"] = bool(v.min() <= kglm.max() and kglm.min() <= v.max())
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _jacobian_stats(g: pd.DataFrame) -> dict:
+    """Mean and largest jac_norm of a group of rows (nothing for runs that did not log it)."""
+    if "jac_norm" not in g or g.jac_norm.isna().all():
+        return {}
+    return {"jac_norm": g.jac_norm.mean(), "jac_norm_max": g.jac_norm.max()}
+
+
+def stability_note(table: pd.DataFrame) -> str:
+    """A sentence on the fixed-point map's Jacobian norm per init at the last epoch: below 1
+    the map is a local contraction at the solution (the stability the paper's claim is about)."""
+    if "jac_norm" not in table:
+        return ""
+    last = table[table.epoch == table.epoch.max()]
+    parts = [f"{r.init} {r.jac_norm:.3g} (max {r.jac_norm_max:.3g})" for r in last.itertuples()]
+    return ("Jacobian norm of the fixed-point map at the solution, ||J_f(z*)||_2, mean over "
+            "seeds at the last epoch (< 1: locally contractive): " + "; ".join(parts) + ".")
 
 
 def convergence_note(table: pd.DataFrame, where: str = "epoch") -> str:
@@ -85,7 +104,8 @@ def curves_claim(table: pd.DataFrame) -> Verdict:
                      f"{int(r['diverged'])} diverged; kglm better in {r['kglm_beats']:.0%} of "
                      f"seeds, ranges {'overlap' if r['overlaps_kglm'] else 'do not overlap'})")
     return held, (f"final mean test loss over {int(k['seeds'])} seeds at epoch {int(k['epoch'])}: "
-                  + "; ".join(parts) + ". " + convergence_note(table))
+                  + "; ".join(parts) + ". " + convergence_note(table)
+                  + (" " + stability_note(table)).rstrip())
 
 
 def compare_curves(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -143,11 +163,13 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_convergence(df: pd.DataFrame) -> pd.DataFrame:
-    """Per init and scale at the last epoch: converged fraction, residual, diverged runs."""
+    """Per init and scale at the last epoch: converged fraction, residual, Jacobian norm (when
+    logged), diverged runs."""
     last = df[df.epoch == df.epoch.max()]
+    jac = {"jac_norm": ("jac_norm", "mean")} if _jacobian_stats(last) else {}
     return (last.groupby(["init", "scale"])
                 .agg(converged_frac=("converged_frac", "mean"), fwd_residual=("fwd_residual", "mean"),
-                     fwd_iters_mean=("fwd_iters_mean", "mean"),
+                     fwd_iters_mean=("fwd_iters_mean", "mean"), **jac,
                      diverged=("status", lambda s: int((s != "ok").sum())))
                 .reset_index())
 

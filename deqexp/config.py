@@ -107,6 +107,8 @@ class TrainerConf:
     threads: int = 0             # torch threads per job (0: leave torch's default)
     eval_train: bool = True      # evaluate the full training set after each epoch
     eval_every: int = 1          # evaluate, log and take operator norms every k epochs (and the last)
+    jac_samples: int = 8         # jac_norm (||J||_2 of the fixed-point map at z*) over the first k
+                                 # test samples, at every evaluation (0: not computed)
     checkpoint_every: int = 10   # checkpoint every k epochs and at the end (0: never); a rerun
                                  # of an interrupted config resumes from its last checkpoint
     freeze_wu_epochs: int = 0    # naive init: W and U fixed for this many epochs (E6)

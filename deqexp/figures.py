@@ -125,3 +125,28 @@ def convergence_figure(df: pd.DataFrame, path: Path, title: str) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     _save(fig, path, 110)
+
+
+def stability_figure(df: pd.DataFrame, path: Path, title: str) -> None:
+    """A sweep's solver and stability against the epoch, per init: the forward residual and
+    (when logged) the fixed-point map's Jacobian norm; a thin line per scale (mean over
+    seeds), the median over scales in bold."""
+    plt = _figure()
+    panels = [("fwd_residual", "forward relative residual")]
+    if "jac_norm" in df and df.jac_norm.notna().any():
+        panels.append(("jac_norm", "||J_f(z*)||_2"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (col, label) in zip(axes[0], panels):
+        for init, g in df.groupby("init", sort=False):
+            per_scale = g.groupby(["scale", "epoch"])[col].mean().unstack("scale")
+            ax.plot(per_scale.index, per_scale.values, color=COLORS.get(init), lw=0.6, alpha=0.3)
+            ax.plot(per_scale.index, per_scale.median(axis=1), color=COLORS.get(init), lw=2,
+                    label=f"{init} (median over scales)")
+        ax.set_yscale("log")
+        if col == "jac_norm":
+            ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path, 110)

@@ -21,7 +21,7 @@ from pathlib import Path
 METRIC_COLUMNS = [
     "member", "seed", "init", "scale", "epoch", "train_loss", "test_loss", "fwd_iters_mean",
     "fwd_iters_max", "fwd_residual", "converged_frac", "bwd_iters_mean", "bwd_residual",
-    "bwd_converged_frac", "op_norm_W", "op_norm_U", "epoch_time_s", "status",
+    "bwd_converged_frac", "op_norm_W", "op_norm_U", "jac_norm", "epoch_time_s", "status",
 ]
 MARKER = "COMPLETE"
 RESULT_FILES = (MARKER, "metrics.csv", "summary.json")

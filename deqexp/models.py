@@ -81,8 +81,8 @@ class _DEQ(nn.Module):
             return [slice(0, self.ensemble)]
         return [slice(s, min(s + c, self.ensemble)) for s in range(0, self.ensemble, c)]
 
-    def _solve(self, p, t: Tensor, key: int, sink: BackwardStats) -> tuple[Tensor, SolverResult]:
-        """Fixed point of one group of members, with the gradient method attached."""
+    def _map(self, p, t: Tensor):
+        """The fixed-point map ``f(z) = a'(W z + inj)`` of one group, and its injection ``inj``."""
         inj = self._inject(p, t)
 
         def f(z):
@@ -90,6 +90,11 @@ class _DEQ(nn.Module):
             # the pre-activation is a temporary: without autograd, activate it in place
             return self.family.mean(pre) if torch.is_grad_enabled() else self.family.mean_(pre)
 
+        return f, inj
+
+    def _solve(self, p, t: Tensor, key: int, sink: BackwardStats) -> tuple[Tensor, SolverResult]:
+        """Fixed point of one group of members, with the gradient method attached."""
+        f, inj = self._map(p, t)
         z0 = self._z0(p, t)
         with torch.no_grad():
             res = self.solver.solve(f, z0)
@@ -119,6 +124,31 @@ class _DEQ(nn.Module):
             outs.append(z)
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return DEQOutput(out, concat_results(results), sink)
+
+    def jacobian_norms(self, t: Tensor, tol: float = operators.ZERO_PAD_TOL) -> Tensor:
+        """``||J||_2`` per member and sample ``(E, B)``: the Jacobian of the fixed-point map at
+        the forward solver's solution z*, ``J = diag(a''(W z* + U t + b)) W`` (dense) or
+        ``a''(conv_W z* + conv_U t) conv_W`` (conv); a block of ``a''`` for categorical.
+
+        Matrix-free: Lanczos on ``J^T J`` with the layer's own products (no dense Jacobian),
+        from a fixed start vector, so a member's value depends on nothing but its parameters
+        and ``t``. NaN for a member whose parameters or solution are not finite.
+        """
+        t = self._expand(t)
+        out = []
+        with torch.no_grad():
+            for sl in self._groups():
+                p, ts = self.members(sl), t[sl]
+                f, inj = self._map(p, ts)
+                z = self.solver.solve(f, self._z0(p, ts)).z
+                var = self.family.variance_operator(self._recur_inject(p, z, inj))
+                gen = torch.Generator().manual_seed(0)
+                x0 = torch.randn(z.shape[1:], generator=gen, dtype=z.dtype).to(z.device)
+                theta, _, _ = operators.lanczos_top(
+                    lambda v: self._recur_adjoint(p, var(var(self._recur(p, v)))),
+                    x0.expand_as(z).clone(), tol, batch_dims=2, reorthogonalise=False)
+                out.append(theta.clamp_min(0).sqrt())
+        return torch.cat(out)
 
     def fixed_point(self, t: Tensor) -> Tensor:
         """The (differentiable) fixed point ``z*`` for input ``t = T(y)``."""

@@ -106,39 +106,70 @@ def adjoint_filters(filters: Tensor) -> Tensor:
     return filters.transpose(-4, -3).flip(-1, -2)
 
 
-def lanczos_top(apply, x0: Tensor, tol: float, max_steps: int = 400) -> tuple[Tensor, Tensor, bool]:
+def lanczos_top(apply, x0: Tensor, tol: float, max_steps: int = 400, batch_dims: int = 0,
+                reorthogonalise: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
     """Largest eigenvalue of a symmetric PSD operator by Lanczos with full reorthogonalisation.
 
     Stops when the top Ritz pair's residual ``||B v - theta v|| = beta_j |s_j|`` is below
     ``tol * theta``; for a symmetric operator that residual bounds the distance from theta to
     an eigenvalue, and unlike power iteration Lanczos resolves a cluster of nearly equal top
-    eigenvalues into separate Ritz values (so theta is the top one). Returns (theta, the Ritz
-    vector, converged).
+    eigenvalues into separate Ritz values (so theta is the top one).
+
+    The first ``batch_dims`` axes of ``x0`` index independent problems (``apply`` must not mix
+    them): each gets its own recurrence, and its result is taken at the first check where it
+    has converged, so it does not depend on the others. Returns (theta, the Ritz vector,
+    converged), the first and last shaped like the batch axes (NaN for a non-finite problem).
+
+    ``reorthogonalise=False`` keeps only the three-term recurrence and the last two vectors:
+    memory and time per step stay constant. Lost orthogonality then only repeats Ritz values
+    that have converged (Paige), so the top one and its residual test hold; no Ritz vector
+    (None) is returned.
     """
     tol = max(tol, 10 * torch.finfo(x0.dtype).eps)  # no closer than the dtype can resolve
-    basis = [x0 / x0.norm()]
+    batch = x0.shape[:batch_dims]
+    bcast = lambda s: s.reshape(*batch, *[1] * (x0.dim() - batch_dims))  # noqa: E731
+    dot = lambda a, b: (a * b).flatten(batch_dims).sum(-1)  # noqa: E731
+    basis = [x0 / bcast(dot(x0, x0).sqrt())]
     alphas, betas = [], []
-    theta, vec = x0.new_zeros(()), basis[0]
+    theta = x0.new_full(batch, float("nan"))
+    vec, done = torch.zeros_like(x0), torch.zeros(batch, dtype=torch.bool, device=x0.device)
     for j in range(max_steps):
         w = apply(basis[j])
-        alphas.append((w * basis[j]).sum())
-        for _ in range(2):  # full reorthogonalisation, twice is enough
-            for q in basis:
-                w = w - (w * q).sum() * q
-        betas.append(w.norm())
-        if j % 5 == 4 or j == max_steps - 1 or betas[-1] <= 1e-14 * alphas[0].abs():
-            tri = torch.diag(torch.stack(alphas))
+        alphas.append(dot(w, basis[j]))
+        if reorthogonalise:
+            for _ in range(2):  # full reorthogonalisation, twice is enough
+                for q in basis:
+                    w = w - bcast(dot(w, q)) * q
+        else:
+            w = w - bcast(alphas[-1]) * basis[j]
             if j > 0:
-                off = torch.stack(betas[:-1])
-                tri = tri + torch.diag(off, 1) + torch.diag(off, -1)
-            evals, evecs = torch.linalg.eigh(tri)
-            theta, s = evals[-1], evecs[:, -1]
-            if bool(betas[-1] * s[-1].abs() <= tol * theta.abs()) or bool(betas[-1] <= 1e-14 * theta.abs()):
-                vec = sum(c * q for c, q in zip(s, basis))
-                return theta, vec, True
-        basis.append(w / betas[-1])
-    vec = sum(c * q for c, q in zip(s, basis))
-    return theta, vec, False
+                w = w - bcast(betas[-1]) * basis[j - 1]
+        betas.append(dot(w, w).sqrt())
+        tiny = betas[-1] <= 1e-14 * alphas[0].abs()  # an invariant subspace: exact from here
+        if j % 5 == 4 or j == max_steps - 1 or bool(tiny.all()):
+            tri = torch.diag_embed(torch.stack(alphas, -1))
+            if j > 0:
+                off = torch.stack(betas[:-1], -1)
+                tri = tri + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+            finite = torch.isfinite(tri).flatten(-2).all(-1)  # LAPACK raises on NaN input
+            evals, evecs = torch.linalg.eigh(torch.where(finite[..., None, None], tri, 0.0))
+            top, s = torch.where(finite, evals[..., -1], float("nan")), evecs[..., -1]
+            ok = (betas[-1] * s[..., -1].abs() <= tol * top.abs()) | tiny | ~torch.isfinite(top)
+            new = (ok | (j == max_steps - 1)) & ~done
+            if bool(new.any()):
+                theta = torch.where(new, top, theta)
+                if reorthogonalise:
+                    ritz = sum(bcast(s[..., i]) * q for i, q in enumerate(basis))
+                    vec = torch.where(bcast(new), ritz, vec)
+                done = done | (new & ok)
+                if bool(done.all()):
+                    break
+        # a finished (or broken-down) problem carries on with zeros: no 0/0
+        step = w / bcast(betas[-1].clamp_min(torch.finfo(w.dtype).tiny))
+        basis.append(torch.where(bcast(tiny), 0.0, step))
+        if not reorthogonalise and j > 0:
+            basis[j - 1] = None  # the recurrence needs the last two only
+    return theta, vec if reorthogonalise else None, done
 
 
 def conv_norm_zero(filters: Tensor, height: int, width: int, tol: float = ZERO_PAD_TOL,
@@ -154,7 +185,7 @@ def conv_norm_zero(filters: Tensor, height: int, width: int, tol: float = ZERO_P
         1, c_in, height, width, dtype=filters.dtype, device=filters.device, generator=generator)
     adj = adjoint_filters(filters)
     theta, vec, ok = lanczos_top(lambda v: conv(conv(v, filters), adj), x, tol)
-    if not ok:
+    if not bool(ok):
         warnings.warn(f"conv_norm_zero: Lanczos did not bring the residual below {tol:g}; the "
                       "norm may be off by more than that", stacklevel=2)
     return theta.clamp_min(0).sqrt(), vec

@@ -105,10 +105,11 @@ def sweep_section(exp: str, title: str) -> Section:
             return None
         table = claims.sweep_table(df)
         figures.sweep_figure(df, ctx.out / f"{exp}_loss_vs_norm.png", title)
+        figures.stability_figure(df, ctx.out / f"{exp}_stability.png", f"{title}: solver and stability")
         held, text = claims.sweep_claim(table)
         return held, text, [ctx.table(table, f"{exp}_sweep"),
                             ctx.table(claims.sweep_convergence(df), f"{exp}_convergence"),
-                            f"{exp}_loss_vs_norm.png"], len(dirs)
+                            f"{exp}_loss_vs_norm.png", f"{exp}_stability.png"], len(dirs)
     return build
 
 

@@ -13,7 +13,7 @@ from .build import JobData, Member, build_model, load_job_data, members_from_con
 from .checkpoints import MODEL
 from .config import Config, ConfigError
 from .logging import CsvLog
-from .train import Totals, evaluate, operator_norms, rows
+from .train import Totals, all_norms, evaluate, rows
 
 
 @dataclass
@@ -61,7 +61,8 @@ def evaluate_run(run: LoadedRun) -> list[dict]:
     test = evaluate(model, job, job.test_x, job.test_y, kind, bs)
     train = evaluate(model, job, job.train_x, job.train_y, kind, bs)
     alive = torch.isfinite(test["loss"])
-    return rows(run.members, -1, train, test, Totals(), operator_norms(model, job), 0.0, alive)
+    norms = all_norms(model, job, cfg.trainer.jac_samples)
+    return rows(run.members, -1, train, test, Totals(), norms, 0.0, alive)
 
 
 def main(argv: list[str] | None = None) -> int:

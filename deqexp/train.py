@@ -89,15 +89,29 @@ def operator_norms(model, job: JobData) -> dict[str, Tensor]:
     return model.operator_norms()
 
 
+def jacobian_norm(model, job: JobData, samples: int) -> Tensor | None:
+    """Per member, the largest ``||J||_2`` of the fixed-point map at the solution over the
+    first ``samples`` test samples (= the norm of the map on that subset; None when 0)."""
+    if samples <= 0:
+        return None
+    return model.jacobian_norms(job.member_view(job.test_x[:, :samples])).amax(1)
+
+
+def all_norms(model, job: JobData, jac_samples: int) -> dict[str, Tensor | None]:
+    """The norms that :func:`rows` logs: W's and U's operator norms and the Jacobian's."""
+    return {**operator_norms(model, job), "J": jacobian_norm(model, job, jac_samples)}
+
+
 def rows(members: list[Member], epoch: int, train, test, bwd: Totals, norms, epoch_time, alive) -> list[dict]:
-    """metrics.csv rows (one per member) of an evaluated epoch."""
+    """metrics.csv rows (one per member) of an evaluated epoch; ``norms`` holds the operator
+    norms of W and U and the Jacobian norm (``J``, None when not computed)."""
     cols = {
         "train_loss": train["loss"] if train else None, "test_loss": test["loss"],
         "fwd_iters_mean": test["fwd_iters"], "fwd_iters_max": test["iters_max"],
         "fwd_residual": test["fwd_residual"], "converged_frac": test["fwd_converged"],
         "bwd_iters_mean": bwd.mean("bwd_iters"), "bwd_residual": bwd.mean("bwd_residual"),
         "bwd_converged_frac": bwd.mean("bwd_converged"), "op_norm_W": norms["W"],
-        "op_norm_U": norms["U"],
+        "op_norm_U": norms["U"], "jac_norm": norms.get("J"),
     }
     host = {k: (v.double().cpu().tolist() if v is not None else [math.nan] * len(members))
             for k, v in cols.items()}
@@ -183,7 +197,8 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         train = evaluate(model, job, job.train_x, job.train_y, loss_kind, bs) \
             if (cfg.trainer.eval_train or epoch == 0) else None
         state.alive = state.alive & torch.isfinite(test["loss"])
-        new = rows(members, epoch, train, test, bwd, operator_norms(model, job), epoch_time, state.alive)
+        norms = all_norms(model, job, cfg.trainer.jac_samples)
+        new = rows(members, epoch, train, test, bwd, norms, epoch_time, state.alive)
         for log in logs:
             log.log(new)
         state.evaluated_at(epoch, model, [r["test_loss"] if r["status"] == "ok" else math.nan for r in new])

@@ -76,6 +76,7 @@ def validate(cfg) -> None:
                    ("trainer.member_chunk", cfg.trainer.member_chunk)):
         _positive(key, v)
     _positive("trainer.batch_size", cfg.trainer.batch_size, strict=False)
+    _positive("trainer.jac_samples", cfg.trainer.jac_samples, strict=False)
     _choice("family.name", cfg.family.name, FAMILIES)
     _choice("init.name", cfg.init.name, INITS)
     for name in cfg.trainer.ensemble.inits:

@@ -274,11 +274,13 @@ def bench_runner(device, repeat: int, quick: bool):
     """Where an epoch's time goes in the runner: the training pass against the evaluation of
     both splits and the operator norms that every logged epoch adds (trainer.eval_every)."""
     from deqexp.build import build_model, load_job_data, members_from_config
-    from deqexp.train import evaluate, make_optimizer, operator_norms, train_epoch
+    from deqexp.train import evaluate, jacobian_norm, make_optimizer, operator_norms, train_epoch
 
     cases = {"E1 default (smooth, 2,000 seq.)": ["dataset.n_train=200"] if quick else [],
              "binary digits, kernel logistic": ["family=bernoulli", "dataset=binary_digits", "kernel=se",
-                                                *(["dataset.n_train=20"] if quick else [])]}
+                                                *(["dataset.n_train=20"] if quick else [])],
+             "E2 quick (conv, 36 members)": ["experiment=paper/e2_quick", "trainer.ensemble.seeds=1",
+                                            *(["dataset.n_train=20"] if quick else [])]}
     for label, overrides in cases.items():
         cfg = compose(*overrides, "trainer.device=" + device.type)
         members = members_from_config(cfg)
@@ -293,11 +295,15 @@ def bench_runner(device, repeat: int, quick: bool):
         t_eval = timed(lambda: (evaluate(model, job, job.test_x, job.test_y, kind, bs),
                                 evaluate(model, job, job.train_x, job.train_y, kind, bs)), device, repeat)
         t_norm = timed(lambda: operator_norms(model, job), device, repeat)
+        samples = cfg.trainer.jac_samples
+        t_jac = timed(lambda: jacobian_norm(model, job, samples), device, repeat)
         add("5 runner", label, "train pass s/epoch", t_train)
         add("5 runner", label, "evaluation s/epoch", t_eval, t_eval / t_train,
             "ratio = evaluation / train pass")
         add("5 runner", label, "operator norms s/epoch", t_norm, t_norm / t_train,
             "ratio = norms / train pass; trainer.eval_every=k divides both")
+        add("5 runner", label, f"jac_norm ({samples} samples) s/epoch", t_jac, t_jac / t_train,
+            "ratio = jac_norm / train pass")
 
 
 def cpu_name() -> str:

@@ -47,6 +47,20 @@ def test_curves_claim_says_when_the_fixed_point_was_not_reached():
     assert "reached their tolerance" in text
 
 
+def test_jacobian_norm_per_init_in_the_table_and_the_claim():
+    df = _curves({"kglm": [0.1, 0.2], "naive": [0.2, 0.3]})
+    assert "jac_norm" not in claims.curves_table(df)  # older runs: no column, no sentence
+    assert "Jacobian" not in claims.curves_claim(claims.curves_table(df))[1]
+    # per seed and epoch: kglm 0.5 + 0.1 seed, naive 1.5 + 0.1 seed at the last epoch
+    df["jac_norm"] = np.where(df.init == "kglm", 0.5, 1.5) + 0.1 * df.seed + (8 - df.epoch)
+    table = claims.curves_table(df)
+    last = table[table.epoch == 8].set_index("init")
+    assert np.allclose(last.jac_norm, [0.55, 1.55]) and np.allclose(last.jac_norm_max, [0.6, 1.6])
+    assert np.isclose(table[(table.epoch == 0) & (table.init == "kglm")].jac_norm.item(), 8.55)
+    text = claims.curves_claim(table)[1]
+    assert "kglm 0.55 (max 0.6); naive 1.55 (max 1.6)" in text
+
+
 def test_ranges_that_do_not_overlap_are_reported():
     t = claims.curves_table(_curves({"kglm": [0.1, 0.11], "naive": [0.3, 0.31]}))
     last = t[(t.init == "naive") & (t.epoch == 8)].iloc[0]

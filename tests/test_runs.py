@@ -16,11 +16,13 @@ from deqexp.runner import fingerprint, train_job
 from deqexp.runs import evaluate_run
 from deqexp.runs import main as eval_main
 from tests.compose import compose_config
+from tests.test_stability import _explicit
 
 RUN = ["dataset.n_train=40", "dataset.n_test=12", "dataset.length=20", "logger=csv",
        "logger.progress=false", "trainer.dtype=float64", "trainer.epochs=6", "trainer.batch_size=8",
        "trainer.checkpoint_every=2", "optim=adam_cosine", "trainer.ensemble.inits=[kglm,random]"]
-NUMBERS = ["train_loss", "test_loss", "fwd_iters_mean", "fwd_residual", "bwd_iters_mean", "op_norm_W"]
+NUMBERS = ["train_loss", "test_loss", "fwd_iters_mean", "fwd_residual", "bwd_iters_mean", "op_norm_W",
+           "jac_norm"]
 
 
 def _job(tmp_path, name, *extra):
@@ -74,6 +76,21 @@ def test_reloaded_models_give_the_logged_losses_back(tmp_path):
     best = evaluate_run(deqexp.load_run(folder.path, "best"))
     for row, member in zip(best, summary["members"]):
         assert row["test_loss"] == member["best_test_loss"]
+
+
+def test_logged_jacobian_norm_is_the_largest_over_the_first_test_samples(tmp_path):
+    cfg, folder = _job(tmp_path, "j", "trainer.jac_samples=5")
+    train_job(cfg, folder)
+    logged = pd.read_csv(folder.path / "metrics.csv")
+    logged = logged[logged.epoch == logged.epoch.max()].set_index("member").jac_norm
+    run = deqexp.load_run(folder.path)
+    # independent: autograd's dense Jacobian of each sample's map, its largest singular value
+    explicit = _explicit(run.model, run.job.member_view(run.job.test_x[:, :5])).amax(1)
+    assert np.allclose(logged.sort_index().to_numpy(), explicit.numpy(), rtol=1e-6, atol=0)
+    assert [r["jac_norm"] for r in evaluate_run(run)] == logged.sort_index().tolist()
+    cfg, off = _job(tmp_path, "off", "trainer.jac_samples=0")
+    train_job(cfg, off)
+    assert pd.read_csv(off.path / "metrics.csv").jac_norm.isna().all()
 
 
 def test_deqexp_eval_writes_the_metrics_and_takes_overrides(tmp_path, capsys):
