@@ -73,8 +73,9 @@ def stability_note(table: pd.DataFrame) -> str:
         return ""
     last = table[table.epoch == table.epoch.max()]
     parts = [f"{r.init} {r.jac_norm:.3g} (max {r.jac_norm_max:.3g})" for r in last.itertuples()]
-    return ("Jacobian norm of the fixed-point map at the solution, ||J_f(z*)||_2, mean over "
-            "seeds at the last epoch (< 1: locally contractive): " + "; ".join(parts) + ".")
+    return ("Jacobian norm of the fixed-point map at the solver's z (z* where it converged), "
+            "||J_f(z)||_2, mean over seeds at the last epoch (< 1: locally contractive): "
+            + "; ".join(parts) + ".")
 
 
 def convergence_note(table: pd.DataFrame, where: str = "epoch") -> str:
@@ -109,13 +110,16 @@ def curves_claim(table: pd.DataFrame) -> Verdict:
 
 
 def compare_curves(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Last-epoch mean test loss, converged fraction and residual per init, one column group
-    per variant (e.g. the authors' counting, one application fewer, solved to equilibrium)."""
+    """Last-epoch mean test loss, converged fraction, residual and (when logged) Jacobian norm
+    per init, one column group per variant (e.g. the authors' counting, one application fewer,
+    solved to equilibrium)."""
     out = None
     for label, t in tables.items():
         last = t[t.epoch == t.epoch.max()].set_index("init")
         part = pd.DataFrame({f"{label}: mean": last["mean"], f"{label}: converged_frac": last.converged_frac,
                              f"{label}: residual": last.fwd_residual})
+        if "jac_norm" in last:
+            part[f"{label}: jac_norm"] = last.jac_norm
         out = part if out is None else out.join(part, how="outer")
     return out.reset_index()
 
@@ -138,8 +142,9 @@ def count_sensitivity(authors: pd.DataFrame, fewer: pd.DataFrame) -> tuple[float
 # --------------------------------------------------------------------------- E2 and E3
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per init and epoch: the best scale's mean test loss and its std over seeds, whether that
-    scale is at the edge of the sweep grid, its converged fraction, the median over scales and
-    the number of diverged runs."""
+    scale is at the edge of the sweep grid, its converged fraction, the median over scales, the
+    number of diverged runs and (when logged) the median Jacobian norm over runs and the share of
+    runs where it is exactly 0."""
     lo, hi = df.scale.min(), df.scale.max()
     rows = []
     for (init, epoch), g in df.groupby(["init", "epoch"], sort=False):
@@ -158,6 +163,10 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
                        median_over_scales=per_scale["mean"].median())
         row.update(converged_frac=g.converged_frac.mean(),
                    diverged=int(((g.status != "ok") | ~np.isfinite(g.test_loss)).sum()), runs=len(g))
+        if _jacobian_stats(g):
+            zero = g.jac_norm == 0
+            row.update(jac_norm_median=g.jac_norm.median(), jac_norm_zero=float(zero.mean()),
+                       jac_norm_zero_converged=float((zero & (g.converged_frac == 1)).mean()))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -194,6 +203,15 @@ def sweep_claim(table: pd.DataFrame) -> Verdict:
     if frac < 1:
         text += (f". Not every solve reached its tolerance (mean converged fraction over scales "
                  f"as low as {frac:.2g}; per scale in the convergence table)")
+    if "jac_norm_median" in last:
+        text += (f". Jacobian norm of the fixed-point map at the solver's z, median over runs: kglm "
+                 f"{k.jac_norm_median:.3g} vs random {r.jac_norm_median:.3g}. It is exactly 0 (a'' = 0 "
+                 f"at every unit on the sampled test inputs) in {k.jac_norm_zero:.0%} of kglm and "
+                 f"{r.jac_norm_zero:.0%} of random runs: with every solve converged (kglm "
+                 f"{k.jac_norm_zero_converged:.0%}, random {r.jac_norm_zero_converged:.0%}) that is a "
+                 f"dead layer, for ReLU z* = 0 and the output is the readout's input path alone; "
+                 f"otherwise the solver stopped at its cap on a point where a'' = 0 (for ReLU, "
+                 f"alternating between relu(U t) and 0)")
     return held, text
 
 

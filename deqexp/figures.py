@@ -111,7 +111,7 @@ def convergence_figure(df: pd.DataFrame, path: Path, title: str) -> None:
     panels = [("fwd_residual", "forward relative residual", True),
               ("converged_frac", "converged fraction", False), ("op_norm_W", "||W||_2", False)]
     if "jac_norm" in df and df.jac_norm.notna().any():
-        panels.append(("jac_norm", "||J_f(z*)||_2", False))
+        panels.append(("jac_norm", "||J_f(z)||_2 at the solver's z", False))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2))
     for ax, (col, label, log) in zip(axes, panels):
         for init, g in df.groupby("init", sort=False):
@@ -134,7 +134,7 @@ def stability_figure(df: pd.DataFrame, path: Path, title: str) -> None:
     plt = _figure()
     panels = [("fwd_residual", "forward relative residual")]
     if "jac_norm" in df and df.jac_norm.notna().any():
-        panels.append(("jac_norm", "||J_f(z*)||_2"))
+        panels.append(("jac_norm", "||J_f(z)||_2 at the solver's z"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (col, label) in zip(axes[0], panels):
         for init, g in df.groupby("init", sort=False):
@@ -142,9 +142,11 @@ def stability_figure(df: pd.DataFrame, path: Path, title: str) -> None:
             ax.plot(per_scale.index, per_scale.values, color=COLORS.get(init), lw=0.6, alpha=0.3)
             ax.plot(per_scale.index, per_scale.median(axis=1), color=COLORS.get(init), lw=2,
                     label=f"{init} (median over scales)")
-        ax.set_yscale("log")
-        if col == "jac_norm":
+        if col == "jac_norm":  # 0 is a value here (a dead ReLU layer): linear near 0
+            ax.set_yscale("symlog", linthresh=0.05)
             ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        else:
+            ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
     axes[0, 0].legend(fontsize=8)

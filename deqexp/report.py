@@ -87,6 +87,8 @@ def equilibrium_section(ctx: Context):
     if frames["equilibrium"].empty or frames["authors"].empty:
         return None
     tables = {k: claims.curves_table(v) for k, v in frames.items() if not v.empty}
+    figures.convergence_figure(frames["equilibrium"], ctx.out / "e1_converged_convergence.png",
+                               "E1 solved to equilibrium: solver and weights")
     held, text = claims.curves_claim(tables["equilibrium"])
     answer = ("kglm still beats naive and random when the DEQ is at its equilibrium" if held else
               "kglm does NOT beat every other init when the DEQ is at its equilibrium")
@@ -94,7 +96,7 @@ def equilibrium_section(ctx: Context):
     if "one fewer" in tables:
         _, sens = claims.count_sensitivity(frames["authors"], frames["one fewer"])
         text += f" Sensitivity to the iteration count (authors' solver): {sens}."
-    files = [ctx.table(claims.compare_curves(tables), "e1_equilibrium")]
+    files = [ctx.table(claims.compare_curves(tables), "e1_equilibrium"), "e1_converged_convergence.png"]
     return held, text, files, sum(len(completed_runs(ctx.root, e, ctx.profile)) for e in variants.values())
 
 

@@ -59,6 +59,8 @@ def test_jacobian_norm_per_init_in_the_table_and_the_claim():
     assert np.isclose(table[(table.epoch == 0) & (table.init == "kglm")].jac_norm.item(), 8.55)
     text = claims.curves_claim(table)[1]
     assert "kglm 0.55 (max 0.6); naive 1.55 (max 1.6)" in text
+    both = claims.compare_curves({"authors": table, "equilibrium": table}).set_index("init")
+    assert np.allclose(both["equilibrium: jac_norm"], [0.55, 1.55])
 
 
 def test_ranges_that_do_not_overlap_are_reported():
@@ -108,6 +110,24 @@ def test_sweep_claim_and_grid_edge():
     dead.loc[dead.init == "random", "test_loss"] *= 2
     dead.loc[(dead.init == "kglm") & (dead.scale == 10.0), ["test_loss", "status"]] = [math.nan, "diverged"]
     assert claims.sweep_claim(claims.sweep_table(dead))[0] is False
+
+
+def test_sweep_jacobian_norm_median_and_collapsed_share():
+    df = _sweep(1.0, 0.1)
+    assert "Jacobian" not in claims.sweep_claim(claims.sweep_table(df))[1]
+    # kglm: J = 0 at the two smallest scales (4 of 8 runs), scale itself above; random: 2 x scale
+    df["jac_norm"] = np.where(df.init == "kglm", np.where(df.scale < 1, 0.0, df.scale), 2 * df.scale)
+    table = claims.sweep_table(df).set_index("init")
+    assert table.loc["kglm", "jac_norm_zero"] == 0.5 and table.loc["random", "jac_norm_zero"] == 0
+    assert table.loc["kglm", "jac_norm_median"] == 0.5 and table.loc["random", "jac_norm_median"] == 1.1
+    text = claims.sweep_claim(claims.sweep_table(df))[1]
+    assert "median over runs: kglm 0.5 vs random 1.1" in text
+    assert "inputs) in 50% of kglm and 0% of random runs" in text
+    assert "(kglm 50%, random 0%)" in text  # every solve converged in the synthetic runs
+    df.loc[(df.init == "kglm") & (df.scale == 0.01), "converged_frac"] = 0.5
+    assert "(kglm 25%, random 0%)" in claims.sweep_claim(claims.sweep_table(df))[1]
+    conv = claims.sweep_convergence(df).set_index(["init", "scale"]).jac_norm
+    assert conv[("random", 10.0)] == 20 and conv[("kglm", 0.1)] == 0
 
 
 def test_timing_claim_states_the_ratio():

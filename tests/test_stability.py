@@ -23,9 +23,13 @@ def _random_dense(family: str, ensemble: int = 3, n: int = 6, seed: int = 0) -> 
     with torch.no_grad():
         for p in (m.W, m.U, m.b):
             p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
-        # non-symmetric W, scaled per member to a contraction of its own strength
+        # non-symmetric W, scaled per member to its own sup a'' ||W|| (Poisson: a'' unbounded)
+        sup = fam.sup_variance if math.isfinite(fam.sup_variance) else 4.0
+        if not math.isfinite(fam.sup_variance):  # keep exp(pre) moderate
+            m.U.mul_(0.1)
+            m.b.mul_(0.1)
         m.W.mul_(torch.tensor([0.5, 1.2, 2.0][:ensemble], dtype=m.W.dtype)[:, None, None]
-                 / torch.linalg.matrix_norm(m.W, 2)[:, None, None] / fam.sup_variance)
+                 / torch.linalg.matrix_norm(m.W, 2)[:, None, None] / sup)
     return m
 
 
@@ -48,7 +52,7 @@ def _explicit(model, t: torch.Tensor) -> torch.Tensor:
         inj = model._inject(p, t[e:e + 1])
         for b in range(z.shape[1]):
             f = lambda v: model.family.mean(model._recur(p, v[None, None]) + inj[:, b:b + 1])[0, 0]  # noqa: E731
-            jac = jacobian(f, z[e, b]).reshape(z[e, b].numel(), -1)
+            jac = jacobian(f, z[e, b], vectorize=True).reshape(z[e, b].numel(), -1)
             out[e, b] = torch.linalg.matrix_norm(jac, 2)
     return out
 
@@ -61,6 +65,9 @@ def test_dense_jacobian_norm_equals_explicit(family):
     expected = _explicit(model, t)
     assert got.shape == (3, 4)
     assert torch.allclose(got, expected, rtol=1e-6, atol=0), (got, expected)
+    # THEORY.md section 4's bound: ||J|| <= sup a'' ||W||_2 (the contraction factor)
+    bound = model.family.sup_variance * torch.linalg.matrix_norm(model.W.detach(), 2)
+    assert (got <= bound[:, None] * (1 + 1e-9)).all() and (got > 0).all()
 
 
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
