@@ -140,6 +140,7 @@ def test_wandb_offline_run_holds_the_csv_numbers(tmp_path):
     assert len(rows) == 4
     assert float(rows[-1]["test_loss"]) == pytest.approx(df.test_loss.iloc[-1], rel=1e-12)
     assert float(rows[0]["train_loss"]) == pytest.approx(df.train_loss.iloc[0], rel=1e-12)
+    assert float(rows[-1]["jac_norm"]) == pytest.approx(df.jac_norm.iloc[-1], rel=1e-12)
 
 
 def test_help_lists_groups():

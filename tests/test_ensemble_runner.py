@@ -9,7 +9,7 @@ COMMON = ["logger=csv", "trainer.dtype=float64", "trainer.epochs=3", "trainer.ba
           "dataset.n_train=48", "dataset.n_test=16", "dataset.length=30"]
 COMPARED = ["train_loss", "test_loss", "fwd_iters_mean", "fwd_iters_max", "fwd_residual",
             "converged_frac", "bwd_iters_mean", "bwd_residual", "bwd_converged_frac", "op_norm_W",
-            "op_norm_U"]
+            "op_norm_U", "jac_norm"]
 
 
 def _separate(sweep):
