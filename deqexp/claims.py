@@ -59,9 +59,14 @@ def curves_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def has_jacobian(df: pd.DataFrame) -> bool:
+    """Whether the runs logged jac_norm (older runs, or trainer.jac_samples=0, did not)."""
+    return "jac_norm" in df and bool(df.jac_norm.notna().any())
+
+
 def _jacobian_stats(g: pd.DataFrame) -> dict:
     """Mean and largest jac_norm of a group of rows (nothing for runs that did not log it)."""
-    if "jac_norm" not in g or g.jac_norm.isna().all():
+    if not has_jacobian(g):
         return {}
     return {"jac_norm": g.jac_norm.mean(), "jac_norm_max": g.jac_norm.max()}
 
@@ -163,7 +168,7 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
                        median_over_scales=per_scale["mean"].median())
         row.update(converged_frac=g.converged_frac.mean(),
                    diverged=int(((g.status != "ok") | ~np.isfinite(g.test_loss)).sum()), runs=len(g))
-        if _jacobian_stats(g):
+        if has_jacobian(g):
             zero = g.jac_norm == 0
             row.update(jac_norm_median=g.jac_norm.median(), jac_norm_zero=float(zero.mean()),
                        jac_norm_zero_converged=float((zero & (g.converged_frac == 1)).mean()))
@@ -175,7 +180,7 @@ def sweep_convergence(df: pd.DataFrame) -> pd.DataFrame:
     """Per init and scale at the last epoch: converged fraction, residual, Jacobian norm (when
     logged), diverged runs."""
     last = df[df.epoch == df.epoch.max()]
-    jac = {"jac_norm": ("jac_norm", "mean")} if _jacobian_stats(last) else {}
+    jac = {"jac_norm": ("jac_norm", "mean")} if has_jacobian(last) else {}
     return (last.groupby(["init", "scale"])
                 .agg(converged_frac=("converged_frac", "mean"), fwd_residual=("fwd_residual", "mean"),
                      fwd_iters_mean=("fwd_iters_mean", "mean"), **jac,

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .claims import has_jacobian
+
 COLORS = {"kglm": "tab:blue", "naive": "tab:orange", "random": "tab:red"}
 
 def _figure():
@@ -110,7 +112,7 @@ def convergence_figure(df: pd.DataFrame, path: Path, title: str) -> None:
     plt = _figure()
     panels = [("fwd_residual", "forward relative residual", True),
               ("converged_frac", "converged fraction", False), ("op_norm_W", "||W||_2", False)]
-    if "jac_norm" in df and df.jac_norm.notna().any():
+    if has_jacobian(df):
         panels.append(("jac_norm", "||J_f(z)||_2 at the solver's z", False))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2))
     for ax, (col, label, log) in zip(axes, panels):
@@ -133,7 +135,7 @@ def stability_figure(df: pd.DataFrame, path: Path, title: str) -> None:
     seeds), the median over scales in bold."""
     plt = _figure()
     panels = [("fwd_residual", "forward relative residual")]
-    if "jac_norm" in df and df.jac_norm.notna().any():
+    if has_jacobian(df):
         panels.append(("jac_norm", "||J_f(z)||_2 at the solver's z"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (col, label) in zip(axes[0], panels):

@@ -126,10 +126,12 @@ class RunFolder:
             return
         col = rows[0].index("epoch")
         kept = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and int(r[col]) <= epoch]
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as fh:
-            csv.writer(fh).writerows(kept)
-        os.replace(tmp, path)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                csv.writer(fh).writerows(kept)
+
+        atomic_replace(path, write)
 
     def finish(self, summary: dict) -> None:
         text = json.dumps(strict_json(summary), indent=2, allow_nan=False)

@@ -135,15 +135,16 @@ class _DEQ(nn.Module):
         and ``t``. NaN for a member whose parameters or solution are not finite.
         """
         t = self._expand(t)
-        out = []
+        out, x0 = [], None
         with torch.no_grad():
             for sl in self._groups():
                 p, ts = self.members(sl), t[sl]
                 f, inj = self._map(p, ts)
                 z = self.solver.solve(f, self._z0(p, ts)).z
                 var = self.family.variance_operator(self._recur_inject(p, z, inj))
-                gen = torch.Generator().manual_seed(0)
-                x0 = torch.randn(z.shape[1:], generator=gen, dtype=z.dtype).to(z.device)
+                if x0 is None:  # one member's start, shared by all
+                    gen = torch.Generator().manual_seed(0)
+                    x0 = torch.randn(z.shape[1:], generator=gen, dtype=z.dtype).to(z.device)
                 theta, _, _ = operators.lanczos_top(
                     lambda v: self._recur_adjoint(p, var(var(self._recur(p, v)))),
                     x0.expand_as(z).clone(), tol, batch_dims=2, reorthogonalise=False)

@@ -155,11 +155,12 @@ def test_e1_preset_matches_the_authors_loop_for_every_init(tmp_path):
         _compare(metrics, m.index, rows)
 
 
-def test_e2_preset_matches_the_authors_loop(tmp_path):
+@pytest.mark.parametrize("preset", ["e2_quick", "e3_quick"])  # E3: E2's loop on blurred images
+def test_e2_preset_matches_the_authors_loop(tmp_path, preset):
     epochs, batch = 2, 10
     cfg, members, init, job, metrics = _deqexp_run(tmp_path, [
-        "experiment=paper/e2_quick", "dataset.n_train=20", "dataset.n_test=10",
-        f"trainer.epochs={epochs}", "trainer.ensemble.scales=[0.5]"])
+        f"experiment=paper/{preset}", "dataset.n_train=20", "dataset.n_test=10",
+        f"trainer.epochs={epochs}", "trainer.ensemble.scales=[0.5,1.5]"])  # 1.5: the iteration cap binds
     fwd = cfg.solver.forward
     xtr, ytr, xte, yte = job.train_x[0], job.train_y[0], job.test_x[0], job.test_y[0]
     steps = epochs * math.ceil(len(xtr) / batch)
