@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 PROFILE ?= quick
 PYTEST_ARGS ?=
 
-.PHONY: help install train test lint reproduce-paper report bench clean
+.PHONY: help install train test lint reproduce-paper report bench slurm-up slurm-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ report: install  ## rebuild results/paper from the runs already on disk
 
 bench: install  ## benchmarks: one table in results/bench
 	$(PYTHON) scripts/bench.py
+
+slurm-up:  ## start a one-node SLURM cluster here (root; installs slurm, munge, mariadb if missing)
+	bash scripts/slurm/up.sh
+
+slurm-down:  ## stop the cluster that slurm-up started
+	bash scripts/slurm/down.sh
 
 clean:  ## remove run outputs (not results/)
 	rm -rf outputs multirun runs .pytest_cache

@@ -59,16 +59,22 @@ def save_checkpoint(folder: Path, fingerprint: str, state: LoopState, model, opt
                  "generators": [g.get_state() for g in gens]}, folder / CHECKPOINT)
 
 
-def load_checkpoint(folder: Path, fingerprint: str) -> dict | None:
-    """The folder's checkpoint if it belongs to this configuration, else None."""
-    path = folder / CHECKPOINT
+def read_checkpoint(path: Path) -> dict | None:
+    """A checkpoint file's contents (tensors and the loop state only: nothing executable is
+    unpickled), or None if it is missing or unreadable."""
     if not path.exists():
         return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals([LoopState]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # an unreadable checkpoint is as good as none: start afresh
         return None
-    return ckpt if ckpt.get("fingerprint") == fingerprint else None
+
+
+def load_checkpoint(folder: Path, fingerprint: str) -> dict | None:
+    """The folder's checkpoint if it belongs to this configuration, else None."""
+    ckpt = read_checkpoint(folder / CHECKPOINT)
+    return ckpt if ckpt is not None and ckpt.get("fingerprint") == fingerprint else None
 
 
 def restore(ckpt: dict, model, opt, sched, gens, device) -> LoopState:

@@ -13,12 +13,16 @@ commands:
   train     train and evaluate a DEQ (Hydra: key=value overrides, -m for sweeps);
             `deqexp train --help` lists the config groups and options
   eval      evaluate a finished run's saved model again (its data set, or another via overrides)
+  status    where a sweep stands: each job complete, running, interrupted at epoch k, diverged,
+            failed or missing, and the command that continues it
   verify    check that kGLM-initialised DEQs solve their kGLMs exactly (a table; exit 1 on failure)
   report    aggregate finished runs into tables, figures and REPORT.md under results/paper
 
 examples:
   deqexp train init=kglm
   deqexp train -m init=kglm,naive,random trainer.seed=0,1,2 launcher=joblib
+  deqexp train -m launcher=slurm hydra.launcher.partition=cpu trainer.seed=0,1,2
+  deqexp status multirun/default
   deqexp verify
   deqexp report --profile quick
 """
@@ -88,6 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         from .runs import main as eval_main
 
         sys.exit(eval_main(rest))
+    elif command == "status":
+        from .sweeps import main as status_main
+
+        sys.exit(status_main(rest))
     elif command == "report":
         from .report import main as report_main
 

@@ -109,8 +109,8 @@ class TrainerConf:
     eval_every: int = 1          # evaluate, log and take operator norms every k epochs (and the last)
     jac_samples: int = 8         # jac_norm (||J||_2 of the fixed-point map at z*) over the first k
                                  # test samples, at every evaluation (0: not computed)
-    checkpoint_every: int = 10   # checkpoint every k epochs and at the end (0: never); a rerun
-                                 # of an interrupted config resumes from its last checkpoint
+    checkpoint_every: int = 10   # checkpoint every k epochs, at the end and on SIGTERM/SIGUSR2
+                                 # (0: never); a rerun of an interrupted config resumes from it
     freeze_wu_epochs: int = 0    # naive init: W and U fixed for this many epochs (E6)
     member_chunk: Optional[int] = None  # members solved together (None: ~1M values a group on
                                         # a CPU, all members on a GPU); results do not depend on it

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ METRIC_COLUMNS = [
     "bwd_converged_frac", "op_norm_W", "op_norm_U", "jac_norm", "epoch_time_s", "status",
 ]
 MARKER = "COMPLETE"
+FAILED = "FAILED"    # why the last attempt stopped with an error (deqexp status reads it)
 RESULT_FILES = (MARKER, "metrics.csv", "summary.json")
 
 
@@ -86,7 +88,7 @@ class RunFolder:
             raise FolderBusy(f"a run of this configuration is already in progress in {self.path} "
                              f"(pid {holder}); wait for it to finish, or stop it") from None
         fh.truncate(0)
-        fh.write(str(os.getpid()))
+        fh.write(f"{os.getpid()} on {socket.gethostname()}")
         fh.flush()
         self._lock = fh
 
@@ -108,7 +110,7 @@ class RunFolder:
                 "folder with name=..., or replace those results with force=true")
         if resume_epoch is not None:
             self._cut_metrics(resume_epoch)
-        for name in RESULT_FILES:
+        for name in (*RESULT_FILES, FAILED):
             if resume_epoch is None or name != "metrics.csv":
                 (self.path / name).unlink(missing_ok=True)
         atomic_write(self.path / "FINGERPRINT", self.fingerprint + "\n")
@@ -132,6 +134,10 @@ class RunFolder:
                 csv.writer(fh).writerows(kept)
 
         atomic_replace(path, write)
+
+    def failed(self, why: str) -> None:
+        """Record why this attempt ended with an error (a later start removes it)."""
+        atomic_write(self.path / FAILED, why.strip() + "\n")
 
     def finish(self, summary: dict) -> None:
         text = json.dumps(strict_json(summary), indent=2, allow_nan=False)

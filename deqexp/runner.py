@@ -1,8 +1,11 @@
 """One Hydra job from start to finish: identity (fingerprint, folder, lock), global state,
 the task (training or an analysis), the results, and what is printed.
 
-Bad input exits 2 with one message that names the key or file and the fix; an interrupt
-(Ctrl-C, or SIGTERM as SLURM sends) exits 130 with one line; neither leaves a COMPLETE marker.
+Bad input exits 2 with one message that names the key or file and the fix, and leaves a
+FAILED file saying so. Ctrl-C exits 130 at once; SIGTERM (scancel) and SIGUSR2 (SLURM's
+time-limit warning) exit 130 at the next epoch boundary, after a checkpoint of it, and a
+SIGUSR2 is then passed to submitit, which requeues the job. Each prints one line saying what a
+rerun will do; none leaves a COMPLETE marker.
 """
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ import hashlib
 import math
 import os
 import random
-import signal
 import sys
 import time
 from pathlib import Path
@@ -20,13 +22,14 @@ import torch
 from omegaconf import OmegaConf
 
 from .build import build_model, load_job_data, members_from_config, resolve_device
-from .checkpoints import load_checkpoint
+from .checkpoints import CHECKPOINT, load_checkpoint
 from .config import NON_RESULT_KEYS, ConfigError
 from .data import DataError
 from .families import FamilyDataError
 from .logging import CsvLog, FolderBusy, RunFolder, WandbError, WandbLog
+from .signals import StopRequested, StopSignals
 from .train import fit
-from .validation import validate
+from .validation import check_sweep_axes, validate
 
 USER_ERRORS = (ConfigError, DataError, FamilyDataError, FolderBusy, WandbError)
 
@@ -44,11 +47,14 @@ def fingerprint(cfg) -> str:
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (a SLURM or taskset allocation, not the whole node)."""
+    """The cores this process may run on (a SLURM or taskset allocation, not the whole node;
+    SLURM_CPUS_PER_TASK where the cluster does not bind CPUs)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cores, int(slurm)) if slurm.isdigit() and int(slurm) > 0 else cores
 
 
 def job_threads(cfg, parallel_jobs: int = 1) -> int:
@@ -82,11 +88,12 @@ def run_analysis(cfg, folder: RunFolder, parallel_jobs: int = 1) -> dict:
     return summary
 
 
-def train_job(cfg, folder: RunFolder, run_name: str = "default", parallel_jobs: int = 1) -> dict:
+def train_job(cfg, folder: RunFolder, run_name: str = "default", parallel_jobs: int = 1,
+              stop: StopSignals | None = None) -> dict:
     """Train and evaluate one job; write metrics.csv, W&B, summary.json and the marker.
 
     Everything that can fail on bad input (config, data, model, W&B) runs before the first
-    metrics row is written.
+    metrics row is written. ``stop`` holds the signals that end training at an epoch boundary.
     """
     if cfg.task != "train":
         return run_analysis(cfg, folder, parallel_jobs)
@@ -112,7 +119,7 @@ def train_job(cfg, folder: RunFolder, run_name: str = "default", parallel_jobs: 
         if cfg.logger.csv:
             logs.append(CsvLog(folder.path / "metrics.csv", append=resume is not None))
         summary = fit(cfg, model, job, members, device, logs, run_name, folder.path,
-                      folder.fingerprint, resume)
+                      folder.fingerprint, resume, stop)
         summary.update(config=resolved, device=str(device), torch=torch.__version__,
                        run_dir=str(folder.path))
         for log in logs:
@@ -146,27 +153,22 @@ def describe_summary(summary: dict, run_dir: Path | str) -> str:
     return "\n".join(lines)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _on_sigterm(handler):
-    """Install a SIGTERM handler; return the previous one (None where a launcher runs the job
-    off the main thread, where Python cannot install handlers)."""
-    if handler is None:
-        return None
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        return None
-
-
 def _parallel_jobs(hc) -> int:
     """How many jobs the launcher runs at once (joblib's n_jobs; 1 otherwise)."""
     n = hc.launcher.get("n_jobs") if "launcher" in hc else None
     if not isinstance(n, int) or n == 0:
         return 1
     return usable_cores() if n < 0 else n
+
+
+def rerun_hint(folder: RunFolder) -> str:
+    """What running the same command again will do with this folder."""
+    ckpt = load_checkpoint(folder.path, folder.fingerprint)
+    if ckpt is None:
+        why = "its checkpoint is unreadable or another configuration's" \
+            if (folder.path / CHECKPOINT).exists() else "no checkpoint yet"
+        return f"a rerun of the same command starts it afresh ({why})"
+    return f"a rerun of the same command resumes from the checkpoint at epoch {ckpt['state'].epoch}"
 
 
 def run_from_hydra(cfg) -> dict | None:
@@ -183,20 +185,30 @@ def run_from_hydra(cfg) -> dict | None:
         if "members" in summary:
             print(describe_summary(summary, run_dir))
         return summary
-    previous = _on_sigterm(_raise_interrupt)  # SIGTERM ends a run as Ctrl-C does
+    stop = StopSignals()
     try:
-        folder.acquire()
-        summary = train_job(cfg, folder, run_name, _parallel_jobs(hc))
+        with stop:
+            check_sweep_axes(cfg, list(hc.overrides.task))
+            folder.acquire()
+            summary = train_job(cfg, folder, run_name, _parallel_jobs(hc), stop)
     except USER_ERRORS as err:
         print(f"deqexp train: error: {err}", file=sys.stderr)
+        if not isinstance(err, FolderBusy):  # a busy folder belongs to the run that holds it
+            folder.failed(str(err))
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print(f"deqexp train: interrupted; {run_dir} keeps the metrics so far and no COMPLETE "
-              "marker: run the same command again to start it afresh", file=sys.stderr)
+    except (KeyboardInterrupt, StopRequested) as err:
+        what = err if isinstance(err, StopRequested) else "interrupted"
+        print(f"deqexp train: {what}; {run_dir} keeps the metrics so far and no COMPLETE marker: "
+              f"{rerun_hint(folder)}", file=sys.stderr, flush=True)
+        folder.release()
+        if isinstance(err, StopRequested):
+            stop.forward(err.signum)  # submitit requeues on SIGUSR2 (and exits)
         raise SystemExit(130) from None
+    except Exception as err:
+        folder.failed(f"{type(err).__name__}: {err}")
+        raise
     finally:
         folder.release()
-        _on_sigterm(previous)
     print(describe_summary(summary, run_dir) if "members" in summary
           else f"{cfg.task} complete; files: {run_dir}")
     return summary

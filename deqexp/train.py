@@ -22,6 +22,7 @@ from .config import ConfigError
 from .kglm import contraction_factor
 from .logging import Progress
 from .models import ConvDEQ
+from .signals import StopSignals
 
 Tensor = torch.Tensor
 
@@ -173,11 +174,13 @@ def train_epoch(model, job: JobData, opt, sched, gens, loss_kind: str, bs: int, 
 
 
 def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: str,
-        folder: Path | None = None, fingerprint: str = "", resume: dict | None = None) -> dict:
+        folder: Path | None = None, fingerprint: str = "", resume: dict | None = None,
+        stop: StopSignals | None = None) -> dict:
     """Train for ``trainer.epochs``; evaluate (and log) at epoch 0, every ``eval_every``
     epochs and at the last; with a ``folder``, checkpoint every ``checkpoint_every`` epochs
     and save the final and best parameters; continue from ``resume`` (a checkpoint) if given.
-    Return the summary."""
+    A signal that ``stop`` recorded ends the loop at the next epoch boundary, after a
+    checkpoint of that epoch (:class:`~deqexp.signals.StopRequested`). Return the summary."""
     t_start = time.perf_counter()
     loss_kind, bs, epochs = job.meta.loss, cfg.trainer.batch_size, cfg.trainer.epochs
     n_train = job.train_x.shape[1]
@@ -210,6 +213,9 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         record(0, Totals(), 0.0)
         note_contraction(model, job, members)
     every = cfg.trainer.checkpoint_every
+    stop = stop or StopSignals()
+    save = lambda: save_checkpoint(folder, fingerprint, state, model, opt, sched, gens)  # noqa: E731
+    stop.check(state.epoch)  # asked during set-up: the checkpoint on disk (if any) is this epoch
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
             if epoch == cfg.trainer.freeze_wu_epochs + 1:
@@ -223,10 +229,12 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
             done = epoch == epochs or not bool(state.alive.any())
             if done or epoch % cfg.trainer.eval_every == 0:
                 record(epoch, bwd, time.perf_counter() - t0)
-            if folder is not None and every > 0 and (epoch % every == 0 or done):
-                save_checkpoint(folder, fingerprint, state, model, opt, sched, gens)
+            saving = folder is not None and every > 0
+            if saving and (epoch % every == 0 or done):
+                save()
             if done:
                 break
+            stop.check(epoch, save if saving and epoch % every else None)
     finally:
         progress.close()
     if folder is not None:

@@ -113,3 +113,19 @@ def validate(cfg) -> None:
                           "choose auto, cpu, cuda or cuda:N")
     if cfg.logger.wandb.mode is not None:
         _choice("logger.wandb.mode", cfg.logger.wandb.mode, ("offline", "online", "disabled"))
+
+
+def check_sweep_axes(cfg, overrides: list[str]) -> None:
+    """Refuse an ``init=`` override that the ensemble would ignore: with
+    ``trainer.ensemble.inits`` set (as the paper presets do), every job trains those inits, so
+    ``-m init=kglm,random`` would train the same members twice."""
+    chosen = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").split("=", 1)[0] == "init"]
+    inits = list(cfg.trainer.ensemble.inits)
+    if not chosen or not inits:
+        return
+    listed = ",".join(inits)
+    raise ConfigError(
+        f"init={chosen[0]} would be ignored: trainer.ensemble.inits=[{listed}] (set by the preset) "
+        f"trains those inits in every job. To run one init per job, add trainer.ensemble.inits=[] "
+        f"(then init=... decides); to choose the ensemble's inits, set "
+        f"trainer.ensemble.inits=[{chosen[0]}] instead of init=...")

@@ -1,0 +1,71 @@
+"""Stopping a run cleanly on a signal.
+
+SLURM warns a job before its time limit with SIGUSR2 (``hydra.launcher.signal_delay_s``
+seconds ahead) and ends it with SIGTERM (``scancel``, preemption, the limit itself). While a
+:class:`StopSignals` is active, either signal only records a request; the training loop
+honours it at the next epoch boundary by writing a checkpoint and raising
+:class:`StopRequested`. A rerun, or SLURM's requeue, then resumes from that epoch instead of
+the last periodic checkpoint. Ctrl-C (SIGINT) still stops at once.
+
+Under submitit, SIGUSR2 is also its cue to requeue the job: :meth:`StopSignals.forward` hands
+the signal to submitit's own handler once the checkpoint is written.
+"""
+from __future__ import annotations
+
+import signal
+
+NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGUSR2: "SIGUSR2 (SLURM's time-limit warning)"}
+
+
+class StopRequested(Exception):
+    """A stop signal was honoured at the boundary after ``epoch``."""
+
+    def __init__(self, signum: int, epoch: int):
+        self.signum, self.epoch = signum, epoch
+        super().__init__(f"stopped by {NAMES.get(signum, signum)} after epoch {epoch}")
+
+
+class StopSignals:
+    """Context manager: SIGTERM and SIGUSR2 set :attr:`signum` instead of ending the process.
+
+    Where Python cannot install handlers (off the main thread), it does nothing and the
+    signals keep their previous effect.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _record(self, signum, frame) -> None:
+        if self.signum is None:  # srun and slurmd may both deliver it: the first one counts
+            self.signum = signum
+
+    def __enter__(self) -> "StopSignals":
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._record)
+            except ValueError:  # not the main thread
+                break
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def check(self, epoch: int, save=None) -> None:
+        """At an epoch boundary: if a stop was asked for, ``save()`` (a checkpoint of this
+        epoch, when given) and raise :class:`StopRequested`."""
+        if self.signum is None:
+            return
+        if save is not None:
+            save()
+        raise StopRequested(self.signum, epoch)
+
+    def forward(self, signum: int) -> None:
+        """Pass ``signum`` to the handler that was there before (submitit's requeue on SIGUSR2),
+        after :meth:`__exit__` restored it; a default or ignored handler is left alone."""
+        handler = self._previous.get(signum)
+        if callable(handler):
+            handler(signum, None)

@@ -1,0 +1,152 @@
+"""Where a sweep stands: ``deqexp status multirun/NAME``.
+
+The jobs a sweep should have come from its ``multirun.yaml`` (Hydra writes it when the sweep
+starts: the command's overrides), expanded as Hydra's basic sweeper does; each job's folder
+name is the one deqexp gives it. A job is then, from the files in its folder:
+
+- ``complete`` (COMPLETE and summary.json), or ``diverged`` when every member diverged;
+- ``running`` (its folder lock is held);
+- ``failed`` (a FAILED file with the error);
+- ``interrupted at epoch k`` (a checkpoint, no COMPLETE: a rerun resumes from k);
+- ``interrupted before a checkpoint`` (a folder without one: a rerun starts afresh);
+- ``missing`` (no folder: not started yet, still queued, or lost).
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .config import _dirname
+from .logging import FAILED, MARKER
+
+STATES = ("complete", "diverged", "running", "failed", "interrupted", "missing")
+
+
+@dataclass
+class JobStatus:
+    """One job of a sweep: its overrides, folder, state and a detail."""
+
+    overrides: list[str]
+    folder: Path
+    state: str
+    epoch: int | None = None
+    detail: str = ""
+
+
+def expected_jobs(sweep_dir: Path) -> tuple[list[list[str]], dict]:
+    """Each job's overrides from ``multirun.yaml``, and that file's ``hydra.overrides``."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    saved = OmegaConf.load(sweep_dir / "multirun.yaml")
+    given = OmegaConf.to_container(saved.hydra.overrides)
+    parsed = OverridesParser.create().parse_overrides(given["task"])
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return jobs, given
+
+
+def _lock_held(folder: Path) -> bool:
+    path = folder / ".lock"
+    if not path.exists():
+        return False
+    with open(path) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def _checkpoint_epoch(folder: Path) -> int | None:
+    from .checkpoints import CHECKPOINT, read_checkpoint
+
+    ckpt = read_checkpoint(folder / CHECKPOINT)
+    return None if ckpt is None else ckpt["state"].epoch
+
+
+def _last_epoch(folder: Path) -> int | None:
+    try:
+        lines = (folder / "metrics.csv").read_text().splitlines()
+        col = lines[0].split(",").index("epoch")
+        return int(lines[-1].split(",")[col]) if len(lines) > 1 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def job_status(overrides: list[str], folder: Path) -> JobStatus:
+    """The state of one job from the files in its folder."""
+    status = lambda state, epoch=None, detail="": JobStatus(overrides, folder, state, epoch, detail)  # noqa: E731
+    if not folder.is_dir():
+        return status("missing", detail="not started, queued, or lost")
+    if (folder / MARKER).exists() and (folder / "summary.json").exists():
+        members = json.loads((folder / "summary.json").read_text()).get("members", [])
+        dead = sum(m["status"] == "diverged" for m in members)
+        epoch = max((m["epochs_run"] for m in members), default=None)
+        if members and dead == len(members):
+            return status("diverged", epoch, "every member diverged")
+        return status("complete", epoch, f"{dead} of {len(members)} members diverged" if dead else "")
+    if _lock_held(folder):
+        return status("running", _last_epoch(folder), "epoch of the last logged row")
+    if (folder / FAILED).exists():
+        return status("failed", _last_epoch(folder), (folder / FAILED).read_text().strip()[:200])
+    epoch = _checkpoint_epoch(folder)
+    if epoch is not None:
+        return status("interrupted", epoch, f"a rerun resumes from epoch {epoch}")
+    return status("interrupted", None, "no checkpoint: a rerun starts afresh")
+
+
+def sweep_status(sweep_dir: Path) -> tuple[list[JobStatus], list[JobStatus], dict]:
+    """The sweep's jobs, the other job folders found there (earlier sweeps of the same name),
+    and the sweep's overrides."""
+    jobs, given = expected_jobs(sweep_dir)
+    found = [job_status(job, sweep_dir / _dirname(job)) for job in jobs]
+    known = {s.folder.name for s in found}
+    others = [job_status([], p) for p in sorted(sweep_dir.iterdir())
+              if p.is_dir() and p.name not in known and (p / "FINGERPRINT").exists()]
+    return found, others, given
+
+
+def format_status(found: list[JobStatus], others: list[JobStatus], given: dict) -> str:
+    """The table that ``deqexp status`` prints."""
+    from .cluster import continue_command
+
+    def line(s: JobStatus, name: str) -> str:
+        epoch = "" if s.epoch is None else str(s.epoch)
+        return f"{s.state:<12} {epoch:>6}  {name}" + (f"  ({s.detail})" if s.detail else "")
+
+    shared = [o for o in found[0].overrides if all(o in s.overrides for s in found)] if found else []
+    out = [f"sweep: {' '.join(shared)}", f"{'state':<12} {'epoch':>6}  job"]
+    out += [line(s, " ".join(o for o in s.overrides if o not in shared) or "(the only job)")
+            for s in found]
+    if others:
+        out.append(f"\nother job folders here (earlier sweeps of this name): {len(others)}")
+        out += [line(s, s.folder.name) for s in others]
+    counts = {k: sum(s.state == k for s in found) for k in STATES}
+    out.append("\n" + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + f" of {len(found)} jobs")
+    if counts["complete"] + counts["diverged"] < len(found):
+        out.append("continue (skips the finished jobs, resumes the interrupted ones):\n  "
+                   + continue_command(given["task"], given.get("hydra", [])))
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="deqexp status",
+        description="List each job of a sweep (deqexp train -m ...) as complete, diverged, running, "
+                    "failed, interrupted at epoch k, or missing, with the command that continues the "
+                    "sweep. Exit 0 when every job has finished, 1 otherwise.")
+    parser.add_argument("sweep_dir", type=Path, help="the sweep's folder, e.g. multirun/NAME")
+    args = parser.parse_args(argv)
+    if not (args.sweep_dir / "multirun.yaml").exists():
+        print(f"deqexp status: error: {args.sweep_dir} is not a sweep folder (it has no multirun.yaml); "
+              "point to the folder a `deqexp train -m` printed, e.g. multirun/NAME")
+        return 2
+    found, others, given = sweep_status(args.sweep_dir)
+    print(format_status(found, others, given))
+    return 0 if all(s.state in ("complete", "diverged") for s in found) else 1

@@ -1,0 +1,314 @@
+"""The cluster path without a cluster (issue 15): the launcher's checks and clean-up, stop
+signals, the ignored-init guard and `deqexp status`. tests/test_slurm.py runs it for real."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from deqexp import cluster
+from deqexp import train as train_module
+from deqexp.checkpoints import CHECKPOINT, LoopState, atomic_save, read_checkpoint
+from deqexp.config import ConfigError, compose
+from deqexp.logging import RunFolder
+from deqexp.runner import fingerprint, train_job, usable_cores
+from deqexp.signals import StopRequested, StopSignals
+from deqexp.sweeps import sweep_status
+from deqexp.validation import check_sweep_axes
+from tests.cli import deqexp
+from tests.compose import compose_config
+
+CPU_NODE = "debug*|2|7900|(null)\n"     # sinfo -h -o '%P|%c|%m|%G' of a small CPU node
+GPU_NODES = "cpu*|64|256000|(null)\ngpu|32|512000|gpu:a100:4(S:0-1)\n"
+
+
+def _launcher(*overrides):
+    cfg = compose(*overrides, hydra=True)
+    return OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+
+
+# --------------------------------------------------------------------------- requests
+def test_sinfo_lines_are_read_with_the_default_partition_and_gpus():
+    cpu, gpu = cluster.read_sinfo(GPU_NODES)
+    assert (cpu.partition, cpu.default, cpu.cpus, cpu.memory_mb, cpu.gpus) == ("cpu", True, 64, 256000, 0)
+    assert (gpu.partition, gpu.default, gpu.gpus) == ("gpu", False, 4)
+    assert cluster.read_sinfo("p|8+|1000+|gpu:2,gpu:v100:1\n")[0].gpus == 3
+
+
+def test_the_shipped_launchers_fit_the_nodes_they_are_for():
+    cpu = _launcher("launcher=slurm")
+    cluster.check_request(cpu, cluster.read_sinfo(CPU_NODE))  # 2 CPUs, 8 GB, no GPU
+    assert cpu["cpus_per_task"] == compose("launcher=slurm").trainer.threads  # CPUs from threads
+    assert cpu["max_num_timeout"] >= 1  # a job at its time limit is requeued
+    assert cpu["timeout_min"] * 60 - cpu["signal_delay_s"] >= cluster.SIGNAL_RESOLUTION_S
+    assert _launcher("launcher=slurm", "trainer.threads=1")["cpus_per_task"] == 1
+    gpu = _launcher("launcher=slurm_gpu", "hydra.launcher.partition=gpu")
+    cluster.check_request(gpu, cluster.read_sinfo(GPU_NODES))
+    assert gpu["gpus_per_node"] == 1 and compose("launcher=slurm_gpu").trainer.device == "cuda"
+    with pytest.raises(cluster.SlurmRequestError, match=r"gpus_per_node=1 but the nodes of the default"):
+        cluster.check_request(_launcher("launcher=slurm_gpu"), cluster.read_sinfo(GPU_NODES))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"cpus_per_task": 4}, r"hydra.launcher.cpus_per_task=4 .* more CPUs than any node of the default "
+                           r"partition \(debug\) has \(2\)"),
+    ({"cpus_per_task": 1, "tasks_per_node": 3}, r"x tasks_per_node=3"),
+    ({"mem_gb": 32}, r"hydra.launcher.mem_gb=32 is more memory than any node .* \(7.7 GB\)"),
+    ({"gpus_per_node": 1}, r"gpus_per_node=1 but the nodes of the default partition \(debug\) have no GPUs"),
+    ({"partition": "gpu"}, r"partition=gpu does not exist on this cluster; choose one of: debug"),
+    ({"timeout_min": 1, "signal_delay_s": 30}, r"signal_delay_s=30 leaves less than 60 s of "
+                                               r"hydra.launcher.timeout_min=1"),
+    ({"max_num_timeout": -1}, r"max_num_timeout must be >= 0"),
+])
+def test_impossible_requests_are_refused_naming_the_key(change, message):
+    params = {**_launcher("launcher=slurm"), **change}
+    with pytest.raises(cluster.SlurmRequestError, match=message):
+        cluster.check_request(params, cluster.read_sinfo(CPU_NODE))
+
+
+def test_sbatch_refusals_name_the_key():
+    for err, key in [("sbatch: error: Batch job submission failed: Invalid qos specification", "qos"),
+                     ("sbatch: error: Batch job submission failed: Invalid feature specification",
+                      "constraint"),
+                     ("sbatch: error: Memory specification can not be satisfied", "mem_gb")]:
+        line = cluster.explain_sbatch("some noise\n" + err)
+        assert line.startswith("SLURM refused the jobs (") and line.endswith(f"check hydra.launcher.{key}")
+
+
+def test_the_continue_command_quotes_lists_and_drops_the_mode():
+    got = cluster.continue_command(["trainer.seed=0,1", "trainer.ensemble.inits=[kglm,random]"],
+                                   ["hydra.mode=MULTIRUN", "hydra.launcher.partition=cpu"])
+    assert got == ("deqexp train -m trainer.seed=0,1 'trainer.ensemble.inits=[kglm,random]' "
+                   "hydra.launcher.partition=cpu")
+
+
+class _Job:
+    def __init__(self, job_id, finished):
+        self.job_id, self.finished = job_id, finished
+
+    def done(self):
+        if self.finished == "interrupt":
+            raise KeyboardInterrupt
+        if self.finished == "error":
+            raise RuntimeError("sacct broke")
+        return self.finished
+
+
+@pytest.mark.parametrize("how", ["interrupt", "error"])
+def test_a_sweep_that_gives_up_cancels_its_unfinished_jobs(monkeypatch, capsys, how):
+    calls = []
+    monkeypatch.setattr(cluster.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    jobs = [_Job("9_0", True), _Job("9_1", False), _Job("9_2", False)]
+    jobs[1].finished = how  # raises on the first poll, with 9_1 and 9_2 unfinished
+    with pytest.raises(SystemExit) as exit_:
+        cluster.SlurmLauncher._wait(None, jobs)
+    assert exit_.value.code == 130 and calls == [["scancel", "9_1", "9_2"]]
+    assert "cancelled its 2 unfinished SLURM job(s) 9_1 9_2" in capsys.readouterr().err
+
+
+def test_threads_follow_slurms_cpus_where_it_does_not_bind_them(monkeypatch):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert usable_cores() == 1
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert usable_cores() == len(os.sched_getaffinity(0))
+
+
+# --------------------------------------------------------------------------- stop signals
+RUN = ["dataset.n_train=40", "dataset.n_test=12", "dataset.length=20", "logger=csv", "logger.progress=false",
+       "trainer.dtype=float64", "trainer.epochs=6", "trainer.batch_size=8", "trainer.checkpoint_every=100",
+       "optim=adam_cosine", "trainer.ensemble.inits=[kglm,random]"]
+NUMBERS = ["train_loss", "test_loss", "fwd_iters_mean", "bwd_iters_mean", "op_norm_W", "jac_norm"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
+def test_a_stop_signal_checkpoints_at_the_next_epoch_and_the_rerun_ends_as_if_uninterrupted(
+        tmp_path, monkeypatch, sig):
+    cfg = compose_config(*RUN)
+    whole = RunFolder(tmp_path / "whole", fingerprint(cfg))
+    train_job(cfg, whole)
+    real, calls = train_module.train_epoch, []
+
+    def signalled_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), sig)  # arrives mid-epoch; honoured after it
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_epoch", signalled_in_epoch_3)
+    stopped = RunFolder(tmp_path / "stopped", fingerprint(cfg))
+    forwarded = []
+    previous = signal.signal(sig, lambda s, f: forwarded.append(s))  # as submitit's handler
+    try:
+        stop = StopSignals()
+        with pytest.raises(StopRequested, match="after epoch 3"), stop:
+            train_job(cfg, stopped, stop=stop)
+        assert signal.getsignal(sig) is not stop._record  # handlers restored
+        stop.forward(sig)
+    finally:
+        signal.signal(sig, previous)
+    assert forwarded == [sig]
+    assert read_checkpoint(stopped.path / CHECKPOINT)["state"].epoch == 3  # not a periodic one
+    assert not (stopped.path / "COMPLETE").exists()
+    monkeypatch.setattr(train_module, "train_epoch", real)
+    train_job(cfg, stopped)
+    a, b = pd.read_csv(whole.path / "metrics.csv"), pd.read_csv(stopped.path / "metrics.csv")
+    assert list(a.epoch) == list(b.epoch)
+    assert np.allclose(a[NUMBERS], b[NUMBERS], rtol=1e-12, atol=1e-14, equal_nan=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, says", [(signal.SIGUSR2, "stopped by SIGUSR2"),
+                                       (signal.SIGTERM, "stopped by SIGTERM"),
+                                       (signal.SIGINT, "interrupted")])
+def test_the_interrupt_message_says_what_a_rerun_will_do(tmp_path, sig, says):
+    args = [sys.executable, "-m", "deqexp.cli", "train", "trainer.epochs=100000", "dataset.n_train=50",
+            "dataset.n_test=10", "logger.wandb.mode=offline", "trainer.checkpoint_every=1000",
+            f"paths.output={tmp_path}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_SILENT": "true"})
+    deadline = time.time() + 120
+    while not any(len(p.read_text().splitlines()) > 3 for p in tmp_path.rglob("metrics.csv")):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and says in err and "Traceback" not in err, err[-2000:]
+    assert not list(tmp_path.rglob("COMPLETE"))
+    debug = list(tmp_path.rglob("debug.log"))
+    assert debug and any("exit" in p.read_text().lower() for p in debug)  # W&B finished
+    (ckpt,) = tmp_path.rglob(CHECKPOINT) if sig != signal.SIGINT else [None]
+    if ckpt is None:  # Ctrl-C stops at once: no checkpoint before epoch 1000
+        assert "a rerun of the same command starts it afresh (no checkpoint yet)" in err
+    else:
+        epoch = read_checkpoint(ckpt)["state"].epoch
+        assert f"resumes from the checkpoint at epoch {epoch}" in err and f"after epoch {epoch}" in err
+
+
+# --------------------------------------------------------------------------- sweep axes
+def test_an_init_the_ensemble_would_ignore_is_refused():
+    cfg = compose_config("experiment=paper/e1_smoke")
+    with pytest.raises(ConfigError, match=r"init=random would be ignored: trainer.ensemble.inits="
+                                          r"\[kglm,naive,random\]"):
+        check_sweep_axes(cfg, ["experiment=paper/e1_smoke", "init=random"])
+    check_sweep_axes(cfg, ["experiment=paper/e1_smoke"])
+    one_init = compose_config("experiment=paper/e1_smoke", "trainer.ensemble.inits=[]", "init=random")
+    check_sweep_axes(one_init, ["init=random", "trainer.ensemble.inits=[]"])
+
+
+@pytest.mark.slow
+def test_sweeping_init_over_an_ensemble_preset_stops_with_the_fix_and_status_shows_it(tmp_path):
+    got = deqexp("train", "-m", "experiment=paper/e1_smoke", "init=kglm,random", "logger=csv",
+                 f"paths.output={tmp_path}", cwd=tmp_path)
+    assert got.returncode == 2 and "init=kglm would be ignored" in got.stderr
+    assert "add trainer.ensemble.inits=[]" in got.stderr and not list(tmp_path.rglob("metrics.csv"))
+    status = deqexp("status", str(tmp_path / "multirun/paper/e1/smoke"))
+    assert status.returncode == 1
+    assert re.search(r"failed\s+init=kglm  \(init=kglm would be ignored", status.stdout)
+    assert re.search(r"missing\s+init=random", status.stdout)
+    ok = deqexp("train", "-m", "experiment=paper/e1_smoke", "init=kglm,random", "trainer.ensemble.inits=[]",
+                "logger=csv", f"paths.output={tmp_path}", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    for init in ("kglm", "random"):
+        (folder,) = (tmp_path / "multirun/paper/e1/smoke").glob(f"*init={init},*")
+        assert set(pd.read_csv(folder / "metrics.csv").init) == {init}
+
+
+# --------------------------------------------------------------------------- deqexp status
+def _sweep_of_every_state(root):
+    """A sweep folder over trainer.seed=0..5 with one job in each state."""
+    sweep = root / "multirun" / "demo"
+    sweep.mkdir(parents=True)
+    given = {"task": ["name=demo", "trainer.seed=0,1,2,3,4,5"],
+             "hydra": ["hydra.mode=MULTIRUN", "hydra.launcher.partition=cpu"]}
+    OmegaConf.save({"hydra": {"overrides": given}}, sweep / "multirun.yaml")
+    folder = lambda seed: RunFolder(sweep / f"trainer.seed={seed}", "fp")  # noqa: E731
+    members = lambda *states: {"members": [{"status": s, "epochs_run": 9} for s in states]}  # noqa: E731
+    folder(0).finish(members("completed", "diverged"))
+    folder(1).finish(members("diverged", "diverged"))
+    folder(2).failed("ConfigError: dataset.n_train=-1 is not valid")
+    alive = torch.ones(1, dtype=torch.bool)
+    state = LoopState(7, alive, [[1.0]], [0], torch.ones(1, dtype=torch.float64), {})
+    atomic_save({"fingerprint": "fp", "state": state}, folder(3).path / CHECKPOINT)
+    folder(4)  # a folder, nothing in it yet
+    running = folder(5)
+    (running.path / "metrics.csv").write_text("member,seed,init,scale,epoch\n0,5,kglm,,4\n")
+    running.acquire()
+    return sweep, running
+
+
+def test_status_names_every_state_and_the_command_that_continues(tmp_path):
+    sweep, running = _sweep_of_every_state(tmp_path)
+    try:
+        found, others, _ = sweep_status(sweep)
+        got = [(s.state, s.epoch) for s in found]
+        assert got == [("complete", 9), ("diverged", 9), ("failed", None), ("interrupted", 7),
+                       ("interrupted", None), ("running", 4)]
+        assert found[0].detail == "1 of 2 members diverged" and "n_train=-1" in found[2].detail
+        out = deqexp("status", str(sweep))
+    finally:
+        running.release()
+    assert out.returncode == 1
+    assert "sweep: name=demo" in out.stdout and re.search(r"interrupted\s+7\s+trainer.seed=3", out.stdout)
+    assert "1 complete, 1 diverged, 1 running, 1 failed, 2 interrupted of 6 jobs" in out.stdout
+    assert ("deqexp train -m name=demo trainer.seed=0,1,2,3,4,5 hydra.launcher.partition=cpu"
+            in out.stdout)
+
+
+def test_status_counts_missing_jobs_and_refuses_a_folder_that_is_no_sweep(tmp_path):
+    sweep, running = _sweep_of_every_state(tmp_path)
+    running.release()
+    for seed in (2, 3, 4, 5):
+        for p in (sweep / f"trainer.seed={seed}").iterdir():
+            p.unlink()
+        (sweep / f"trainer.seed={seed}").rmdir()
+    found, _, _ = sweep_status(sweep)
+    assert [s.state for s in found] == ["complete", "diverged", "missing", "missing", "missing", "missing"]
+    assert deqexp("status", str(sweep)).returncode == 1
+    bad = deqexp("status", str(tmp_path))
+    assert bad.returncode == 2 and "is not a sweep folder (it has no multirun.yaml)" in bad.stdout
+
+
+def test_jobs_that_did_not_complete_are_listed_with_the_command_that_continues(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from hydra.core.utils import JobReturn, JobStatus
+
+    def ret(status, value):
+        r = JobReturn()
+        r.status, r._return_value = status, value
+        return r
+
+    class Job:
+        def __init__(self, job_id, outcome, state="COMPLETED"):
+            self.job_id, self.outcome, self.state = job_id, outcome, state
+            self.paths = SimpleNamespace(stderr=tmp_path / f"{job_id}.err")
+
+        def results(self):
+            if isinstance(self.outcome, Exception):
+                raise self.outcome
+            return [self.outcome]
+
+    (tmp_path / "9_2.err").write_text("srun: noise\ndeqexp train: error: dataset.n_train=-1 is not valid\n")
+    jobs = [Job("9_0", ret(JobStatus.COMPLETED, {})),
+            Job("9_1", ret(JobStatus.FAILED, RuntimeError("Job not requeued: timed-out too many times"))),
+            Job("9_2", RuntimeError("no output"), state="FAILED")]
+    overrides = [["trainer.seed=0"], ["trainer.seed=1"], ["trainer.seed=2"]]
+    given = {"task": ["trainer.seed=0,1,2"], "hydra": ["hydra.mode=MULTIRUN"]}
+    launcher = SimpleNamespace(config=OmegaConf.create({"hydra": {"overrides": given}}))
+    assert cluster.SlurmLauncher._collect(launcher, jobs[:1], overrides[:1], tmp_path)[0].status \
+        == JobStatus.COMPLETED
+    with pytest.raises(SystemExit) as exit_:
+        cluster.SlurmLauncher._collect(launcher, jobs, overrides, tmp_path)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "2 of 3 job(s) did not complete" in err
+    assert ("trainer.seed=1: SLURM job 9_1 FAILED: RuntimeError: Job not requeued: timed-out too many times"
+            in err)
+    assert "trainer.seed=2: SLURM job 9_2 FAILED: deqexp train: error: dataset.n_train=-1 is not valid" in err
+    assert err.rstrip().endswith("continue: deqexp train -m trainer.seed=0,1,2")
