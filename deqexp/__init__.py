@@ -4,7 +4,9 @@ The theory's pieces by name: :mod:`deqexp.families` (sigma = a'), :mod:`deqexp.k
 :mod:`deqexp.kglm` (the exact inner solver), :mod:`deqexp.models` (DEQ layers),
 :mod:`deqexp.inits` (the kGLM initialisation), :mod:`deqexp.solvers` and
 :mod:`deqexp.gradients`. The runner: :mod:`deqexp.train`, :mod:`deqexp.config`,
-:mod:`deqexp.logging`, :mod:`deqexp.report`.
+:mod:`deqexp.logging`, :mod:`deqexp.report`. Sweeps at scale: :mod:`deqexp.cluster` (the SLURM
+launcher), :mod:`deqexp.signals` (checkpoint on SIGTERM/SIGUSR2), :mod:`deqexp.sweeps`
+(``deqexp status``).
 """
 
 __version__ = "0.1.0"

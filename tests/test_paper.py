@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_reproduce_paper_smoke(tmp_path):
     out = tmp_path / "results"
-    p = subprocess.run([sys.executable, "scripts/reproduce_paper.py", "--profile", "smoke",
+    p = subprocess.run([sys.executable, "scripts/reproduce_paper.py", "--profile", "smoke", "--parallel", "2",
                         "--root", str(tmp_path), "--out", str(out), "--", "logger=csv"],
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
