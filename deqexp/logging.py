@@ -26,6 +26,7 @@ METRIC_COLUMNS = [
 ]
 MARKER = "COMPLETE"
 FAILED = "FAILED"    # why the last attempt stopped with an error (deqexp status reads it)
+DATA_FILES = "DATA_FILES"  # content hashes of the data files the results were made from
 RESULT_FILES = (MARKER, "metrics.csv", "summary.json")
 
 
@@ -48,8 +49,8 @@ def atomic_write(path: Path, text: str) -> None:
 class RunFolder:
     """A run's output folder, its owner (fingerprint), its lock and its completion protocol."""
 
-    def __init__(self, path: Path | str, fingerprint: str):
-        self.path, self.fingerprint = Path(path), fingerprint
+    def __init__(self, path: Path | str, fingerprint: str, data_files: dict[str, str] | None = None):
+        self.path, self.fingerprint, self.data_files = Path(path), fingerprint, data_files or {}
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = None
 
@@ -104,18 +105,31 @@ class RunFolder:
         a checkpoint at ``resume_epoch``, cut metrics.csv back to it."""
         owner = self.owner()
         if owner is not None and owner != self.fingerprint and not force:
-            raise FolderBusy(
-                f"{self.path} holds the results of a different configuration (fingerprint {owner}, "
-                f"this one {self.fingerprint}); nothing was changed. Give this run its own "
-                "folder with name=..., or replace those results with force=true")
+            changed = self._changed_data()
+            what = (f"were made from other contents of {', '.join(changed)} (the file changed since)"
+                    if changed else f"are a different configuration's (fingerprint {owner}, this one "
+                    f"{self.fingerprint})")
+            raise FolderBusy(f"the results in {self.path} {what}; nothing was changed. Replace them "
+                             "with force=true, or give this run its own folder with name=...")
         if resume_epoch is not None:
             self._cut_metrics(resume_epoch)
         for name in (*RESULT_FILES, FAILED):
             if resume_epoch is None or name != "metrics.csv":
                 (self.path / name).unlink(missing_ok=True)
         atomic_write(self.path / "FINGERPRINT", self.fingerprint + "\n")
+        atomic_write(self.path / DATA_FILES, json.dumps(self.data_files, indent=1) + "\n")
         if config_text is not None:
             atomic_write(self.path / "config.yaml", config_text)
+
+    def _changed_data(self) -> list[str]:
+        """The data files whose contents differ from those the folder's results were made from."""
+        from .digests import changed_files
+
+        try:
+            before = json.loads((self.path / DATA_FILES).read_text())
+        except (OSError, ValueError):
+            return []
+        return changed_files(before, self.data_files)
 
     def _cut_metrics(self, epoch: int) -> None:
         """Keep metrics.csv's rows up to ``epoch`` (a resumed run rewrites the later ones)."""

@@ -25,6 +25,7 @@ from .build import build_model, load_job_data, members_from_config, resolve_devi
 from .checkpoints import CHECKPOINT, load_checkpoint
 from .config import NON_RESULT_KEYS, ConfigError
 from .data import DataError
+from .digests import data_digests
 from .families import FamilyDataError
 from .logging import CsvLog, FolderBusy, RunFolder, WandbError, WandbLog
 from .signals import StopRequested, StopSignals
@@ -34,9 +35,13 @@ from .validation import check_sweep_axes, validate
 USER_ERRORS = (ConfigError, DataError, FamilyDataError, FolderBusy, WandbError)
 
 
-def fingerprint(cfg) -> str:
-    """Hash of the resolved config without the keys that do not change results."""
+def fingerprint(cfg, digests: dict[str, str] | None = None) -> str:
+    """Hash of the resolved config without the keys that do not change results, and of the
+    contents of the data files it reads (``digests``; computed when None)."""
     c = OmegaConf.to_container(cfg, resolve=True)
+    digests = data_digests(cfg.dataset) if digests is None else digests
+    if digests:  # generated data: the fingerprint stays what it was before files were hashed
+        c["data_files"] = digests
     for key in NON_RESULT_KEYS:
         *parents, last = key.split(".")
         node = c
@@ -178,14 +183,15 @@ def run_from_hydra(cfg) -> dict | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     run_name = run_dir.name if run_dir.name != "defaults" else cfg.name
-    folder = RunFolder(run_dir, fingerprint(cfg))
+    digests = data_digests(cfg.dataset)
+    folder = RunFolder(run_dir, fingerprint(cfg, digests), digests)
     if folder.is_complete() and not cfg.force:
         print(f"deqexp: already complete, skipped (force=true reruns it): {run_dir}")
         summary = folder.summary()
         if "members" in summary:
             print(describe_summary(summary, run_dir))
         return summary
-    stop = StopSignals()
+    stop = StopSignals(defer=cfg.task == "train")  # only training has epochs to stop between
     try:
         with stop:
             check_sweep_axes(cfg, list(hc.overrides.task))

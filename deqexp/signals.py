@@ -28,17 +28,21 @@ class StopRequested(Exception):
 class StopSignals:
     """Context manager: SIGTERM and SIGUSR2 set :attr:`signum` instead of ending the process.
 
-    Where Python cannot install handlers (off the main thread), it does nothing and the
-    signals keep their previous effect.
+    With ``defer=False`` (a task without epochs to stop between) they interrupt at once, as
+    Ctrl-C does. Where Python cannot install handlers (off the main thread), it does nothing
+    and the signals keep their previous effect.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
-    def __init__(self):
+    def __init__(self, defer: bool = True):
         self.signum: int | None = None
+        self.defer = defer
         self._previous: dict[int, object] = {}
 
     def _record(self, signum, frame) -> None:
+        if not self.defer:
+            raise KeyboardInterrupt
         if self.signum is None:  # srun and slurmd may both deliver it: the first one counts
             self.signum = signum
 

@@ -164,6 +164,16 @@ def test_a_stop_signal_checkpoints_at_the_next_epoch_and_the_rerun_ends_as_if_un
     assert np.allclose(a[NUMBERS], b[NUMBERS], rtol=1e-12, atol=1e-14, equal_nan=True)
 
 
+def test_without_epochs_to_stop_between_a_stop_signal_interrupts_at_once():
+    with pytest.raises(KeyboardInterrupt), StopSignals(defer=False):  # E4/E5's analyses
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs between bytecodes: this never finishes
+    with StopSignals() as deferred:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+    assert deferred.signum == signal.SIGTERM
+
+
 @pytest.mark.slow
 # SIGTERM takes SIGUSR2's path (in-process above, and scancel in test_slurm.py)
 @pytest.mark.parametrize("sig, says", [(signal.SIGUSR2, "stopped by SIGUSR2"),

@@ -88,7 +88,7 @@ def test_a_folder_refuses_another_configurations_results(tmp_path):
     (tmp_path / "metrics.csv").write_text("epoch\n0\n")
     first.finish({"members": []})
     other = RunFolder(tmp_path, "bbbb")
-    with pytest.raises(FolderBusy, match="different configuration"):
+    with pytest.raises(FolderBusy, match="a different configuration.s"):
         other.start()
     assert (tmp_path / "metrics.csv").exists() and first.is_complete()
     other.start(force=True)  # an explicit force replaces them
