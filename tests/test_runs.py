@@ -105,9 +105,9 @@ def test_deqexp_eval_writes_the_metrics_and_takes_overrides(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_resumes_to_the_same_metrics(tmp_path):
-    args = [sys.executable, "-m", "deqexp.cli", "train", "dataset.n_train=300", "dataset.n_test=50",
+    args = [sys.executable, "-m", "deqexp.cli", "train", "dataset.n_train=150", "dataset.n_test=50",
             "logger=csv", "trainer.dtype=float64", "trainer.epochs=40", "trainer.checkpoint_every=1",
-            "trainer.batch_size=50", f"paths.output={tmp_path / 'a'}"]
+            "trainer.batch_size=25", f"paths.output={tmp_path / 'a'}"]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
