@@ -19,14 +19,16 @@ import contextlib
 import io
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra.core.singleton import Singleton
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SubmititSlurm
+
+from .signals import StopSignals
 
 POLL_S = 2.0
 # slurmctld checks time limits periodically and may send the warning this much early (sbatch(1))
@@ -152,8 +154,9 @@ class SlurmLauncher(_SubmititSlurm):
         except SlurmRequestError as err:
             _fail(str(err), 2)
         executor = self._executor()
-        args = [(list(o), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}",
-                 _singleton_state()) for i, o in enumerate(job_overrides)]
+        state = Singleton.get_state()
+        args = [(list(o), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}", state)
+                for i, o in enumerate(job_overrides)]
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         caught = io.StringIO()
@@ -165,7 +168,7 @@ class SlurmLauncher(_SubmititSlurm):
         print(f"deqexp: {len(jobs)} job(s) submitted as SLURM array {jobs[0].job_id.split('_')[0]} "
               f"(squeue --me); waiting for them; Ctrl-C cancels them. Progress: deqexp status {sweep_dir}",
               flush=True)
-        self._wait(jobs)
+        wait_all(jobs)
         returns = self._collect(jobs, job_overrides, sweep_dir)
         print(f"deqexp: all {len(jobs)} job(s) complete; results under {sweep_dir}", flush=True)
         return returns
@@ -183,26 +186,6 @@ class SlurmLauncher(_SubmititSlurm):
         executor.update_parameters(**{k if k in base else f"slurm_{k}": v
                                       for k, v in self.params.items() if k not in init_keys})
         return executor
-
-    def _wait(self, jobs) -> None:
-        """Until every job has ended; interrupted, or failing here, cancel the unfinished ones."""
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-        pending = list(jobs)
-        try:
-            while pending:
-                for job in list(pending):  # one at a time: an interrupt leaves only the unfinished
-                    if job.done():
-                        pending.remove(job)
-                if pending:
-                    time.sleep(POLL_S)
-        except BaseException as err:
-            cancelled = cancel(pending)
-            what = "interrupted" if isinstance(err, KeyboardInterrupt) else f"gave up ({err!r:.200})"
-            _fail(f"{what}; cancelled its {len(cancelled)} unfinished SLURM job(s) "
-                  f"{' '.join(cancelled)}; they checkpoint on the way out, and the same command again "
-                  "skips the completed jobs and resumes the others", 130)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
 
     def _collect(self, jobs, job_overrides, sweep_dir: Path):
         """Hydra's job returns; exit 1 listing the jobs that did not complete."""
@@ -230,6 +213,26 @@ class SlurmLauncher(_SubmititSlurm):
         return returns
 
 
+def wait_all(jobs) -> None:
+    """Until every job has ended; interrupted (Ctrl-C, SIGTERM, SIGUSR2) or failing here,
+    cancel the unfinished ones and exit 130."""
+    pending = list(jobs)
+    try:
+        with StopSignals(defer=False):  # the sweep has no epochs: its signals interrupt at once
+            while pending:
+                for job in list(pending):  # one at a time: an interrupt leaves only the unfinished
+                    if job.done():
+                        pending.remove(job)
+                if pending:
+                    time.sleep(POLL_S)
+    except BaseException as err:
+        cancelled = cancel(pending)
+        what = "interrupted" if isinstance(err, KeyboardInterrupt) else f"gave up ({err!r:.200})"
+        _fail(f"{what}; cancelled its {len(cancelled)} unfinished SLURM job(s) "
+              f"{' '.join(cancelled)}; they checkpoint on the way out, and the same command again "
+              "skips the completed jobs and resumes the others", 130)
+
+
 def cancel(jobs) -> list[str]:
     """scancel ``jobs``; their ids."""
     ids = [j.job_id for j in jobs]
@@ -245,16 +248,6 @@ def _last_error(job) -> str:
     except OSError:
         return ""
     return f": {lines[-1][:300]}" if lines else ""
-
-
-def _singleton_state():
-    from hydra.core.singleton import Singleton
-
-    return Singleton.get_state()
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _fail(message: str, code: int):

@@ -206,7 +206,6 @@ def run_from_hydra(cfg) -> dict | None:
         what = err if isinstance(err, StopRequested) else "interrupted"
         print(f"deqexp train: {what}; {run_dir} keeps the metrics so far and no COMPLETE marker: "
               f"{rerun_hint(folder)}", file=sys.stderr, flush=True)
-        folder.release()
         if isinstance(err, StopRequested):
             stop.forward(err.signum)  # submitit requeues on SIGUSR2 (and exits)
         raise SystemExit(130) from None

@@ -110,7 +110,7 @@ def test_a_sweep_that_gives_up_cancels_its_unfinished_jobs(monkeypatch, capsys, 
     jobs = [_Job("9_0", True), _Job("9_1", False), _Job("9_2", False)]
     jobs[1].finished = how  # raises on the first poll, with 9_1 and 9_2 unfinished
     with pytest.raises(SystemExit) as exit_:
-        cluster.SlurmLauncher._wait(None, jobs)
+        cluster.wait_all(jobs)
     assert exit_.value.code == 130 and calls == [["scancel", "9_1", "9_2"]]
     assert "cancelled its 2 unfinished SLURM job(s) 9_1 9_2" in capsys.readouterr().err
 
