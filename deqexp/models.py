@@ -175,27 +175,10 @@ class _DEQ(nn.Module):
             mask = dead if mask is None else (mask | dead)
         return mask
 
-    def mask_gradients(self, dead: Tensor | None = None) -> None:
-        """Zero the gradients of frozen parameters and of ``dead`` members (e.g. diverged ones).
-
-        ``torch.where`` rather than boolean indexing: no host sync, and NaN gradients are cleared.
-        """
-        for name, p in self.named_parameters():
-            mask = self._member_mask(name, dead)
-            if p.grad is not None and mask is not None:
-                p.grad = torch.where(mask.view(-1, *[1] * (p.dim() - 1)), 0.0, p.grad)
-
-    def snapshot(self) -> dict[str, Tensor]:
-        """A copy of the parameters, to undo an optimiser step for frozen or dead members."""
-        return {n: p.detach().clone() for n, p in self.named_parameters()}
-
-    def restore(self, snapshot: dict[str, Tensor], dead: Tensor | None = None) -> None:
-        """Put back the snapshot's values of frozen parameters and of ``dead`` members."""
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                mask = self._member_mask(name, dead)
-                if mask is not None:
-                    p.copy_(torch.where(mask.view(-1, *[1] * (p.dim() - 1)), snapshot[name], p))
+    def hold_masks(self, dead: Tensor | None = None) -> list[Tensor | None]:
+        """Per parameter (in ``parameters()`` order), the members that an optimiser step must
+        leave as they are: frozen for that parameter, or ``dead`` (e.g. diverged); None: none."""
+        return [self._member_mask(name, dead) for name, _ in self.named_parameters()]
 
 
 def _mm(w: Tensor, x: Tensor) -> Tensor:

@@ -4,7 +4,8 @@ A job's members are the product ``inits x scales x seeds`` of ``trainer.ensemble
 member by default). Each member's data come from its own seed, its batches are shuffled by
 its own seed's generator, and its loss is summed with the others', so every member trains
 exactly as it would alone. A member whose loss turns NaN/inf is marked ``diverged`` and
-frozen; the others go on (divergence is a result, not a crash).
+held still, parameters and optimiser state (:mod:`deqexp.optimizers`); the others go on
+(divergence is a result, not a crash).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .config import ConfigError
 from .kglm import contraction_factor
 from .logging import Progress
 from .models import ConvDEQ
+from .optimizers import make_optimizer
 from .signals import StopSignals
 
 Tensor = torch.Tensor
@@ -127,16 +129,6 @@ def rows(members: list[Member], epoch: int, train, test, bwd: Totals, norms, epo
     return out
 
 
-def make_optimizer(cfg, model, steps: int):
-    o = cfg.optim
-    cls = torch.optim.Adam if o.name == "adam" else torch.optim.SGD
-    opt = cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    sched = None
-    if o.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=o.eta_min)
-    return opt, sched
-
-
 def note_contraction(model, job: JobData, members: list[Member]) -> None:
     """Say once, at the start, which members begin outside THEORY.md section 4's contraction
     region (it may be deliberate: the paper's E1 sits on its border, E2 sweeps across it)."""
@@ -164,10 +156,7 @@ def train_epoch(model, job: JobData, opt, sched, gens, loss_kind: str, bs: int, 
         adjoint = run.backward.result  # filled in by backward()
         if adjoint is not None:
             bwd.add(**solve_stats(adjoint, "bwd"))
-        model.mask_gradients(~alive)
-        snap = model.snapshot()
-        opt.step()
-        model.restore(snap, ~alive)
+        opt.step(model.hold_masks(~alive))  # frozen and dead members: values and moments kept
         if sched is not None:
             sched.step()
     return alive, bwd
