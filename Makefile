@@ -29,8 +29,8 @@ lint: install  ## ruff over the tree
 reproduce-paper: install  ## E1-E6 at PROFILE=quick|full|smoke, then tables and figures in results/paper
 	$(PYTHON) scripts/reproduce_paper.py --profile $(PROFILE)
 
-report: install  ## rebuild results/paper from the runs already on disk
-	$(PYTHON) -m deqexp.cli report --profile $(PROFILE)
+report: install  ## rebuild results/paper from the runs on disk (refused unless the profile is complete)
+	$(PYTHON) -m deqexp.cli report --profile $(PROFILE) --out results/paper
 
 bench: install  ## benchmarks: one table in results/bench
 	$(PYTHON) scripts/bench.py

@@ -1,18 +1,27 @@
 """The report's tables and claim checks: pure pandas, no files (``deqexp report`` writes them).
 
-A claim check returns ``(held, text)``: ``held`` is True/False for a claim that the numbers can
-confirm or refute, None for a measurement with no pass/fail (E5); ``text`` gives the numbers.
-Comparisons between inits are paired by seed (the same data), and every E1/E6/E2/E3 verdict
-says whether the fixed point was reached.
+A claim check returns ``(verdict, text)``. The verdict is one of :data:`VERDICTS`: ``held`` and
+``did not hold`` need a paired one-sided sign test at level :data:`ALPHA` (seeds are the pairs:
+the same data); short of it the claim is ``inconclusive`` (e.g. 3 seeds reach at best
+p = 0.125), and ``inconclusive (bound)`` when the verdict would rest on a best scale at the
+edge of the sweep grid. ``measured`` is a measurement with no pass/fail (E5). A diverged seed
+counts as an infinite loss: it loses every comparison and makes its mean infinite (the mean
+over the seeds that finished is given beside it). ``text`` gives the numbers, the number of
+seeds and p, and whether the fixed point was reached.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-Verdict = tuple[bool | None, str]
+HELD, NOT_HELD, INCONCLUSIVE, BOUND, MEASURED = (
+    "held", "did not hold", "inconclusive", "inconclusive (bound)", "measured")
+VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, BOUND, MEASURED)
+ALPHA = 0.05  # one-sided level of the paired sign test
+Verdict = tuple[str, str]
 
 
 def _loss(values: pd.Series) -> pd.Series:
@@ -24,37 +33,86 @@ def reported_epochs(last: int) -> list[int]:
     return sorted({0, last // 8, last // 4, last // 2, last})
 
 
+# --------------------------------------------------------------------------- paired comparisons
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided exact sign test: the chance of ``wins`` or more wins in ``wins + losses`` fair
+    coin flips (ties are dropped); 1 when there is nothing to compare."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n if n else 1.0
+
+
+@dataclass
+class Paired:
+    """``base`` against ``other``, seed by seed: wins, losses, ties and both one-sided p."""
+
+    seeds: int
+    wins: int
+    losses: int
+
+    @property
+    def rate(self) -> float:
+        return self.wins / self.seeds if self.seeds else math.nan
+
+    @property
+    def p(self) -> float:
+        """p that base is not better (small: base wins significantly)."""
+        return sign_test(self.wins, self.losses)
+
+    @property
+    def p_other(self) -> float:
+        return sign_test(self.losses, self.wins)
+
+    def verdict(self) -> str:
+        return HELD if self.p <= ALPHA else NOT_HELD if self.p_other <= ALPHA else INCONCLUSIVE
+
+    def describe(self, base: str = "kglm") -> str:
+        best = 0.5**self.seeds if self.seeds else 1.0
+        reach = "" if best <= ALPHA else f"; {self.seeds} seeds can reach p = {best:.3g} at best"
+        return (f"{base} better in {self.wins} of {self.seeds} paired seeds "
+                f"(one-sided sign test p = {self.p:.3g}{reach})")
+
+
+def paired(a: pd.Series, b: pd.Series) -> Paired:
+    """Compare two per-seed loss series (index: seed) on their common seeds; NaN/inf lose."""
+    common = a.index.intersection(b.index)
+    x, y = _loss(a[common]), _loss(b[common])
+    return Paired(len(common), int((x < y).sum()), int((x > y).sum()))
+
+
 # --------------------------------------------------------------------------- E1 and E6
+def paired_at(df: pd.DataFrame, epoch: int, other: str, base: str = "kglm") -> Paired:
+    """``base`` against ``other`` at ``epoch``, seed by seed."""
+    at = df[df.epoch == epoch]
+    return paired(at[at.init == base].set_index("seed").test_loss,
+                  at[at.init == other].set_index("seed").test_loss)
+
+
 def paired_wins(df: pd.DataFrame, epoch: int, other: str, base: str = "kglm") -> float:
     """Fraction of seeds in which ``base`` has a lower test loss than ``other`` at ``epoch``."""
-    at = df[df.epoch == epoch]
-    a = at[at.init == base].set_index("seed").test_loss
-    b = at[at.init == other].set_index("seed").test_loss
-    common = a.index.intersection(b.index)
-    if not len(common):
-        return math.nan
-    return float((_loss(a[common]) < _loss(b[common])).mean())
+    return paired_at(df, epoch, other, base).rate
 
 
 def curves_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per init and reported epoch: test loss min / mean / max over seeds, diverged members,
-    the forward solver's mean relative residual and converged fraction, mean ||W||_2, the mean
-    and largest Jacobian norm of the fixed-point map at z* (when logged), and for the other
-    inits the fraction of seeds that kglm beats (paired) and whether the seed ranges overlap
-    kglm's."""
+    """Per init and reported epoch: test loss min / mean / max over seeds (a diverged seed is
+    +inf; ``mean_finished`` leaves it out), diverged members, the forward solver's mean relative
+    residual and converged fraction, mean ||W||_2, the mean and largest Jacobian norm of the
+    fixed-point map at z* (when logged), and for the other inits the fraction of seeds that
+    kglm beats (paired), the sign test's p and whether the seed ranges overlap kglm's."""
     rows = []
     for e in reported_epochs(int(df.epoch.max())):
         at = df[df.epoch == e]
-        kglm = at[at.init == "kglm"].test_loss
+        kglm = _loss(at[at.init == "kglm"].test_loss)
         for init, g in at.groupby("init", sort=False):
-            v = g.test_loss
+            dead = (g.status != "ok") | ~np.isfinite(g.test_loss)
+            v = _loss(g.test_loss.where(~dead, np.inf))
             row = {"init": init, "epoch": e, "seeds": len(v), "min": v.min(), "mean": v.mean(),
-                   "max": v.max(), "diverged": int((g.status != "ok").sum()),
+                   "mean_finished": v[~dead].mean(), "max": v.max(), "diverged": int(dead.sum()),
                    "fwd_residual": g.fwd_residual.mean(), "converged_frac": g.converged_frac.mean(),
                    "op_norm_W": g.op_norm_W.mean(), **_jacobian_stats(g)}
             if init != "kglm" and len(kglm):
-                row["kglm_beats"] = paired_wins(df, e, init)
-                row["overlaps_kglm"] = bool(v.min() <= kglm.max() and kglm.min() <= v.max())
+                cmp = paired_at(df, e, init)
+                row.update(kglm_beats=cmp.rate, pairs=cmp.seeds, wins=cmp.wins, losses=cmp.losses,
+                           sign_p=cmp.p, overlaps_kglm=bool(v.min() <= kglm.max() and kglm.min() <= v.max()))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -95,23 +153,41 @@ def convergence_note(table: pd.DataFrame, where: str = "epoch") -> str:
             f"at a point that is not a fixed point.")
 
 
+def _mean_text(r) -> str:
+    if not r["diverged"]:
+        return f"{r['mean']:.4g}"
+    return f"{r['mean']:.4g} ({int(r['diverged'])} diverged; the others {r['mean_finished']:.4g})"
+
+
+def combine(verdicts: list[str]) -> str:
+    """One verdict for a claim made against several competitors: held only if held against each."""
+    if NOT_HELD in verdicts:
+        return NOT_HELD
+    return HELD if verdicts and all(v == HELD for v in verdicts) else INCONCLUSIVE
+
+
 def curves_claim(table: pd.DataFrame) -> Verdict:
-    """kglm beats every other init at the last epoch: lower mean loss, more than half of the
-    seeds won (paired), no more diverged members."""
+    """kglm beats every other init at the last epoch: it wins the paired seeds significantly
+    (sign test), with a lower mean and no more diverged members; it did not hold when another
+    init wins significantly or kglm diverged more; inconclusive otherwise."""
     last = table[table.epoch == table.epoch.max()].set_index("init")
     k = last.loc["kglm"]
     others = [i for i in last.index if i != "kglm"]
-    held = all(k["mean"] < last.loc[o, "mean"] and last.loc[o, "kglm_beats"] > 0.5
-               and k["diverged"] <= last.loc[o, "diverged"] for o in others)
-    parts = [f"kglm {k['mean']:.4g} (range {k['min']:.4g}-{k['max']:.4g}, {int(k['diverged'])} diverged)"]
+    verdicts, parts = [], [f"kglm {_mean_text(k)} (range {k['min']:.4g}-{k['max']:.4g})"]
     for o in others:
         r = last.loc[o]
-        parts.append(f"{o} {r['mean']:.4g} (range {r['min']:.4g}-{r['max']:.4g}, "
-                     f"{int(r['diverged'])} diverged; kglm better in {r['kglm_beats']:.0%} of "
-                     f"seeds, ranges {'overlap' if r['overlaps_kglm'] else 'do not overlap'})")
-    return held, (f"final mean test loss over {int(k['seeds'])} seeds at epoch {int(k['epoch'])}: "
-                  + "; ".join(parts) + ". " + convergence_note(table)
-                  + (" " + stability_note(table)).rstrip())
+        cmp = Paired(int(r["pairs"]), int(r["wins"]), int(r["losses"]))
+        v = cmp.verdict()
+        if k["diverged"] > r["diverged"]:
+            v = NOT_HELD
+        elif v == HELD and not k["mean"] < r["mean"]:
+            v = INCONCLUSIVE
+        verdicts.append(v)
+        parts.append(f"{o} {_mean_text(r)} (range {r['min']:.4g}-{r['max']:.4g}; {cmp.describe()}, "
+                     f"ranges {'overlap' if r['overlaps_kglm'] else 'do not overlap'})")
+    return combine(verdicts), (
+        f"final mean test loss over {int(k['seeds'])} seeds at epoch {int(k['epoch'])}: "
+        + "; ".join(parts) + ". " + convergence_note(table) + (" " + stability_note(table)).rstrip())
 
 
 def compare_curves(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -145,22 +221,35 @@ def count_sensitivity(authors: pd.DataFrame, fewer: pd.DataFrame) -> tuple[float
 
 
 # --------------------------------------------------------------------------- E2 and E3
+def _seed_losses(g: pd.DataFrame) -> pd.DataFrame:
+    """Rows with ``loss``: the test loss, +inf where the member diverged."""
+    dead = (g.status != "ok") | ~np.isfinite(g.test_loss)
+    return g.assign(loss=g.test_loss.where(~dead, np.inf))
+
+
+def best_scale_losses(df: pd.DataFrame, init: str, scale: float, epoch: int) -> pd.Series:
+    """Per seed, an init's test loss (diverged: +inf) at one scale and epoch."""
+    g = df[(df.init == init) & (df.scale == scale) & (df.epoch == epoch)]
+    return _seed_losses(g).set_index("seed").loss
+
+
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per init and epoch: the best scale's mean test loss and its std over seeds, whether that
+    """Per init and epoch: the best scale's mean test loss and its std over seeds (a diverged
+    seed makes its scale's mean infinite, so such a scale is never the best), whether that
     scale is at the edge of the sweep grid, its converged fraction, the median over scales, the
     number of diverged runs and (when logged) the median Jacobian norm over runs and the share of
     runs where it is exactly 0."""
     lo, hi = df.scale.min(), df.scale.max()
     rows = []
     for (init, epoch), g in df.groupby(["init", "epoch"], sort=False):
-        finite = g[np.isfinite(g.test_loss) & (g.status == "ok")]
-        per_scale = finite.groupby("scale").agg(mean=("test_loss", "mean"), std=("test_loss", "std"),
-                                                converged=("converged_frac", "mean"))
+        per_scale = _seed_losses(g).groupby("scale").agg(
+            mean=("loss", "mean"), std=("loss", "std"), converged=("converged_frac", "mean"))
         row = {"init": init, "epoch": epoch, "best_scale": math.nan, "best_mean_test_loss": math.nan,
                "best_std_over_seeds": math.nan, "best_at_grid_edge": False,
                "best_converged_frac": math.nan, "median_over_scales": math.nan}
-        if len(per_scale):
-            best = per_scale["mean"].idxmin()
+        finite = per_scale[np.isfinite(per_scale["mean"])]
+        if len(finite):  # a scale where a seed diverged has an infinite mean: never the best
+            best = finite["mean"].idxmin()
             row.update(best_scale=best, best_mean_test_loss=per_scale.loc[best, "mean"],
                        best_std_over_seeds=per_scale.loc[best, "std"],
                        best_at_grid_edge=bool(best in (lo, hi)),
@@ -188,19 +277,34 @@ def sweep_convergence(df: pd.DataFrame) -> pd.DataFrame:
                 .reset_index())
 
 
-def sweep_claim(table: pd.DataFrame) -> Verdict:
-    """kglm's best scale beats random's, with no more diverged runs; an optimum on the grid's
-    edge and unconverged solves are said."""
-    last = table[table.epoch == table.epoch.max()].set_index("init")
+def sweep_claim(table: pd.DataFrame, df: pd.DataFrame) -> Verdict:
+    """kglm's best scale beats random's, seed by seed (sign test) and on the mean, with no more
+    diverged runs. A verdict that a best scale on the grid's edge could overturn (the loser's
+    optimum may lie outside the grid) is ``inconclusive (bound)``; unconverged solves are said."""
+    epoch = table.epoch.max()
+    last = table[table.epoch == epoch].set_index("init")
     k, r = last.loc["kglm"], last.loc["random"]
-    held = bool(k.best_mean_test_loss < r.best_mean_test_loss and k.diverged <= r.diverged)
+    if math.isnan(k.best_scale) or math.isnan(r.best_scale):
+        cmp = Paired(0, 0, 0)
+    else:
+        cmp = paired(best_scale_losses(df, "kglm", k.best_scale, epoch),
+                     best_scale_losses(df, "random", r.best_scale, epoch))
+    verdict, loser = cmp.verdict(), None
+    if k.diverged > r.diverged:
+        verdict = NOT_HELD
+    elif verdict == HELD and not k.best_mean_test_loss < r.best_mean_test_loss:
+        verdict = INCONCLUSIVE
+    else:
+        loser = {HELD: "random", NOT_HELD: "kglm"}.get(verdict)
+    edges = [i for i in ("kglm", "random") if last.loc[i, "best_at_grid_edge"]]
+    if (loser in edges) or (verdict == INCONCLUSIVE and edges):
+        verdict = BOUND
     text = (f"final epoch, best scale: kglm {k.best_mean_test_loss:.4g} "
             f"(+/- {k.best_std_over_seeds:.2g}, scale {k.best_scale:.3g}) vs random "
             f"{r.best_mean_test_loss:.4g} (+/- {r.best_std_over_seeds:.2g}, scale "
-            f"{r.best_scale:.3g}); median over scales kglm {k.median_over_scales:.4g} vs "
+            f"{r.best_scale:.3g}), {cmp.describe()}; median over scales kglm {k.median_over_scales:.4g} vs "
             f"random {r.median_over_scales:.4g}; diverged runs kglm {int(k.diverged)} vs "
             f"random {int(r.diverged)} of {int(k.runs)} each")
-    edges = [i for i in ("kglm", "random") if last.loc[i, "best_at_grid_edge"]]
     if edges:
         text += (f". The best scale of {' and '.join(edges)} sits at the edge of the sweep grid: "
                  "its optimum may lie outside it, so its best loss is a bound, not a minimum")
@@ -217,7 +321,7 @@ def sweep_claim(table: pd.DataFrame) -> Verdict:
                  f"dead layer, for ReLU z* = 0 and the output is the readout's input path alone; "
                  f"otherwise the solver stopped at its cap on a point where a'' = 0 (for ReLU, "
                  f"alternating between relu(U t) and 0)")
-    return held, text
+    return verdict, text
 
 
 # --------------------------------------------------------------------------- E4
@@ -234,9 +338,10 @@ def agreement_claim(table: pd.DataFrame) -> Verdict:
     t = table.set_index("init")
     k, r = t.loc["kglm"], t.loc["random"]
     held = bool(k.msd_max < 1e-10 and k.pixels_differ_max == 0 and r.msd_mean > 1e-3)
-    return held, (f"kglm: mean squared difference {k.msd_mean:.3g} (max {k.msd_max:.3g}), "
-                  f"{k.pixels_differ_max:.0f} pixels differ at most; random: {r.msd_mean:.3g}, "
-                  f"{r.pixels_differ_mean:.1f} pixels differ on average ({int(k.images)} images)")
+    return (HELD if held else NOT_HELD), (
+        f"kglm: mean squared difference {k.msd_mean:.3g} (max {k.msd_max:.3g}), "
+        f"{k.pixels_differ_max:.0f} pixels differ at most; random: {r.msd_mean:.3g}, "
+        f"{r.pixels_differ_mean:.1f} pixels differ on average ({int(k.images)} images)")
 
 
 # --------------------------------------------------------------------------- E5
@@ -257,4 +362,4 @@ def timing_claim(table: pd.DataFrame) -> Verdict:
         parts.append(f"{layer} size {row['size']}: kglm {row.kglm_s * 1e3:.3g} ms vs random "
                      f"{row.random_s * 1e3:.3g} ms, ratio {row['kglm/random']:.3g}x; kglm time grows "
                      f"as size^{slope:.2f}")
-    return None, "the kglm init against a random draw, median over trials: " + "; ".join(parts)
+    return MEASURED, "the kglm init against a random draw, median over trials: " + "; ".join(parts)

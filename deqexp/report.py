@@ -1,16 +1,24 @@
 """``deqexp report``: the paper's tables, figures and REPORT.md from finished runs.
 
-Reads every completed run (a ``COMPLETE`` marker) of each experiment and profile under
-``runs/paper/EXP/PROFILE`` and ``multirun/paper/EXP/PROFILE``, builds the tables and claim
-checks of :mod:`deqexp.claims` and the figures of :mod:`deqexp.figures`, and writes CSV +
-Markdown tables, PNGs, REPORT.md (whether each claim held, with the numbers, and whether the
-DEQ was at its fixed point) and claims.json.
+Reads the completed runs (a ``COMPLETE`` marker) of each experiment and profile under
+``runs/paper/EXP/PROFILE`` and ``multirun/paper/EXP/PROFILE``. A run counts for the profile
+only when its fingerprint is one of the preset's jobs exactly (``experiment=paper/EXP_PROFILE``
+and its sweep, with nothing that changes results overridden); any other run found there (e.g.
+``trainer.epochs=3`` added) is listed apart as "other runs" and never enters a claim. From the
+counted runs it builds the tables and claim checks of :mod:`deqexp.claims` and the figures of
+:mod:`deqexp.figures`, and writes CSV + Markdown tables, PNGs, REPORT.md (each claim's verdict
+with the numbers, and whether the DEQ was at its fixed point) and claims.json.
+
+The committed ``results/paper`` is written only from a complete profile (every job of every
+experiment) or with ``--overwrite-results``; by default the report goes to ``report/PROFILE``
+under ``--root``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -19,19 +27,72 @@ import pandas as pd
 from . import claims, figures
 from .logging import MARKER
 
+COMMITTED = Path("results/paper")  # the report in the repository, relative to its root
+
 # every preset family that `make reproduce-paper` runs (conf/experiment/paper/EXP[_PROFILE])
 EXPERIMENTS = ("e1", "e1_count", "e1_converged", "e2", "e2_pd", "e3", "e4", "e5", "e6")
 PROFILES = ("smoke", "quick", "full")
 
 
-def completed_runs(root: Path, exp: str, profile: str) -> list[Path]:
-    """Folders of the completed runs of one experiment and profile."""
-    dirs = []
+def preset_name(exp: str, profile: str) -> str:
+    return f"paper/{exp}" if profile == "full" else f"paper/{exp}_{profile}"
+
+
+def preset_jobs(exp: str, profile: str) -> list[list[str]]:
+    """The overrides of each job that ``deqexp train [-m] experiment=paper/EXP_PROFILE`` runs."""
+    from omegaconf import OmegaConf
+
+    from .config import compose
+    from .sweeps import expand
+
+    preset = f"experiment={preset_name(exp, profile)}"
+    params = compose(preset, hydra=True).hydra.sweeper.get("params")
+    return expand(OmegaConf.to_container(params) if params else {}, [preset])
+
+
+def preset_fingerprints(exp: str, profile: str) -> set[str]:
+    """The fingerprints of the preset's jobs: what a run must have to count for the profile."""
+    from .config import compose
+    from .runner import fingerprint
+
+    return {fingerprint(compose(*job)) for job in preset_jobs(exp, profile)}
+
+
+def _fingerprint_of(folder: Path) -> str:
+    try:
+        return (folder / "FINGERPRINT").read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class Found:
+    """One experiment's completed runs: those of the preset (one per job) and the others."""
+
+    runs: list[Path]
+    others: list[Path]
+    expected: int
+
+    @property
+    def complete(self) -> bool:
+        return len(self.runs) == self.expected
+
+
+def completed_runs(root: Path, exp: str, profile: str) -> Found:
+    """The completed runs of one experiment and profile, split by whether their fingerprint is
+    one of the preset's jobs (the first folder of each job counts; a copy is an other run)."""
+    expected = preset_fingerprints(exp, profile)
+    runs, others, seen = [], [], set()
     for kind in ("runs", "multirun"):
         base = root / kind / "paper" / exp / profile
-        if base.is_dir():
-            dirs += sorted(p.parent for p in base.rglob(MARKER))
-    return dirs
+        for d in sorted(p.parent for p in base.rglob(MARKER)) if base.is_dir() else []:
+            fp = _fingerprint_of(d)
+            if fp in expected and fp not in seen:
+                seen.add(fp)
+                runs.append(d)
+            else:
+                others.append(d)
+    return Found(runs, others, len(expected))
 
 
 def load_metrics(dirs: list[Path], filename: str = "metrics.csv") -> pd.DataFrame:
@@ -46,14 +107,20 @@ def load_metrics(dirs: list[Path], filename: str = "metrics.csv") -> pd.DataFram
 
 @dataclass
 class Context:
-    """Where runs are read from and outputs written to."""
+    """Where runs are read from and outputs written to; what was found, per experiment."""
 
     root: Path
     profile: str
     out: Path
+    found: dict[str, Found] = field(default_factory=dict)
+
+    def completed(self, exp: str) -> Found:
+        if exp not in self.found:
+            self.found[exp] = completed_runs(self.root, exp, self.profile)
+        return self.found[exp]
 
     def runs(self, exp: str, filename: str = "metrics.csv") -> tuple[pd.DataFrame, list[Path]]:
-        dirs = completed_runs(self.root, exp, self.profile)
+        dirs = self.completed(exp).runs
         return (load_metrics(dirs, filename) if dirs else pd.DataFrame()), dirs
 
     def table(self, df: pd.DataFrame, name: str) -> str:
@@ -62,7 +129,7 @@ class Context:
         return f"{name}.md"
 
 
-# A section returns (held, evidence, files, jobs) or None when its runs are missing.
+# A section returns (verdict, evidence, files, jobs) or None when its runs are missing.
 Section = Callable[[Context], "tuple[bool | None, str, list[str], int] | None"]
 
 
@@ -74,8 +141,8 @@ def curves_section(exp: str, title: str) -> Section:
         table = claims.curves_table(df)
         figures.curves_figure(df, ctx.out / f"{exp}_test_loss.png", title)
         figures.convergence_figure(df, ctx.out / f"{exp}_convergence.png", f"{title}: solver and weights")
-        held, text = claims.curves_claim(table)
-        return held, text, [ctx.table(table, f"{exp}_test_loss"), f"{exp}_test_loss.png",
+        verdict, text = claims.curves_claim(table)
+        return verdict, text, [ctx.table(table, f"{exp}_test_loss"), f"{exp}_test_loss.png",
                             f"{exp}_convergence.png"], len(dirs)
     return build
 
@@ -89,15 +156,15 @@ def equilibrium_section(ctx: Context):
     tables = {k: claims.curves_table(v) for k, v in frames.items() if not v.empty}
     figures.convergence_figure(frames["equilibrium"], ctx.out / "e1_converged_convergence.png",
                                "E1 solved to equilibrium: solver and weights")
-    held, text = claims.curves_claim(tables["equilibrium"])
-    answer = ("kglm still beats naive and random when the DEQ is at its equilibrium" if held else
-              "kglm does NOT beat every other init when the DEQ is at its equilibrium")
-    text = f"{answer}: {text}"
+    verdict, text = claims.curves_claim(tables["equilibrium"])
+    answer = {claims.HELD: "kglm still beats naive and random when the DEQ is at its equilibrium",
+              claims.NOT_HELD: "kglm does NOT beat every other init when the DEQ is at its equilibrium"}
+    text = f"{answer.get(verdict, 'at equilibrium the seeds do not decide between the inits')}: {text}"
     if "one fewer" in tables:
         _, sens = claims.count_sensitivity(frames["authors"], frames["one fewer"])
         text += f" Sensitivity to the iteration count (authors' solver): {sens}."
     files = [ctx.table(claims.compare_curves(tables), "e1_equilibrium"), "e1_converged_convergence.png"]
-    return held, text, files, sum(len(completed_runs(ctx.root, e, ctx.profile)) for e in variants.values())
+    return verdict, text, files, sum(len(ctx.completed(e).runs) for e in variants.values())
 
 
 def sweep_section(exp: str, title: str) -> Section:
@@ -108,8 +175,8 @@ def sweep_section(exp: str, title: str) -> Section:
         table = claims.sweep_table(df)
         figures.sweep_figure(df, ctx.out / f"{exp}_loss_vs_norm.png", title)
         figures.stability_figure(df, ctx.out / f"{exp}_stability.png", f"{title}: solver and stability")
-        held, text = claims.sweep_claim(table)
-        return held, text, [ctx.table(table, f"{exp}_sweep"),
+        verdict, text = claims.sweep_claim(table, df)
+        return verdict, text, [ctx.table(table, f"{exp}_sweep"),
                             ctx.table(claims.sweep_convergence(df), f"{exp}_convergence"),
                             f"{exp}_loss_vs_norm.png", f"{exp}_stability.png"], len(dirs)
     return build
@@ -125,12 +192,11 @@ def construction_section(ctx: Context):
     b.insert(0, "construction", "pd (triangle window, exact norm)")
     both = pd.concat([a, b], ignore_index=True)
     last = both[both.epoch == both.epoch.max()]
-    held, text = claims.sweep_claim(b)
+    verdict, text = claims.sweep_claim(b, pd_runs)
     kglm = last[last.init == "kglm"].set_index("construction").best_mean_test_loss
     text = ("with the positive-semi-definite filters: " + text + ". kglm best-scale test MSE: "
             + "; ".join(f"{c} {v:.4g}" for c, v in kglm.items()))
-    jobs = len(completed_runs(ctx.root, "e2_pd", ctx.profile))
-    return held, text, [ctx.table(both, "e2_construction")], jobs
+    return verdict, text, [ctx.table(both, "e2_construction")], len(ctx.completed("e2_pd").runs)
 
 
 def agreement_section(ctx: Context):
@@ -139,8 +205,8 @@ def agreement_section(ctx: Context):
         return None
     table = claims.agreement_table(df)
     figures.agreement_figure(dirs[0] / "panel.npz", ctx.out / "e4_panel.png")
-    held, text = claims.agreement_claim(table)
-    return held, text, [ctx.table(table, "e4_agreement"), "e4_panel.png"], len(dirs)
+    verdict, text = claims.agreement_claim(table)
+    return verdict, text, [ctx.table(table, "e4_agreement"), "e4_panel.png"], len(dirs)
 
 
 def timing_section(ctx: Context):
@@ -149,8 +215,8 @@ def timing_section(ctx: Context):
         return None
     table = claims.timing_table(df)
     figures.timing_figure(df, ctx.out / "e5_timing.png")
-    held, text = claims.timing_claim(table)
-    return held, text, [ctx.table(table, "e5_timing"), "e5_timing.png"], len(dirs)
+    verdict, text = claims.timing_claim(table)
+    return verdict, text, [ctx.table(table, "e5_timing"), "e5_timing.png"], len(dirs)
 
 
 SECTIONS: dict[str, tuple[str, Section]] = {
@@ -172,50 +238,97 @@ SECTIONS: dict[str, tuple[str, Section]] = {
 HEADER = ("# Reproducing \"Declarative nets that are equilibrium models\" (profile `{profile}`)\n\n"
           "The paper's claim: kGLM initialisation trains more stably and reaches lower error than "
           "random initialisation (E1-E3, E6); at initialisation the DEQ is the kGLM (E4); the "
-          "initialisation is cheap (E5). Each section states whether that held in the runs found "
-          "here, with the numbers, and whether the DEQ was at its fixed point. Comparisons between "
-          "inits are paired by seed. Settings: PAPER-PROTOCOL.md and `conf/experiment/paper/`.\n")
+          "initialisation is cheap (E5). Each section states its verdict in the runs found here "
+          "(held / did not hold need a one-sided paired sign test at p <= {alpha} over seeds; "
+          "inconclusive otherwise, inconclusive (bound) when it rests on a best scale at the edge "
+          "of the sweep grid), with the numbers, and whether the DEQ was at its fixed point. "
+          "Settings: PAPER-PROTOCOL.md and `conf/experiment/paper/`.\n")
 
 
-def verdict_word(held: bool | None) -> str:
-    return {True: "**held**", False: "**did not hold**", None: "measured"}[held]
+def verdict_word(verdict: str) -> str:
+    return verdict if verdict == claims.MEASURED else f"**{verdict}**"
 
 
-def report(root: Path, profile: str, out: Path) -> dict:
-    """Build every table and figure that the runs on disk allow; return the claims."""
+def _others_note(ctx: Context) -> str:
+    others = {exp: f.others for exp, f in ctx.found.items() if f.others}
+    if not others:
+        return ""
+    lines = [f"- {exp}: " + ", ".join(f"`{d.relative_to(ctx.root) if d.is_relative_to(ctx.root) else d}`"
+                                      for d in dirs) for exp, dirs in others.items()]
+    return ("## Other runs (not counted)\n\nCompleted runs found under this profile's folders whose "
+            f"configuration is not the `{ctx.profile}` preset's exactly (overrides that change "
+            "results, or a copy of a counted run); no claim above uses them.\n\n" + "\n".join(lines) + "\n")
+
+
+def report(root: Path, profile: str, out: Path) -> tuple[dict, Context]:
+    """Build every table and figure that the runs on disk allow; return the claims and what
+    was found."""
     out.mkdir(parents=True, exist_ok=True)
     ctx, sections, found = Context(root, profile, out), [], {}
     for key, (title, build) in SECTIONS.items():
         result = build(ctx)
         if result is None:
-            sections.append(f"## {title}\n\nNo completed runs for profile `{profile}`.\n")
+            sections.append(f"## {title}\n\nNo completed runs of the `{profile}` preset.\n")
             continue
-        held, text, files, jobs = result
-        found[key] = {"held": held, "evidence": text, "runs": jobs}
+        verdict, text, files, jobs = result
+        found[key] = {"verdict": verdict, "held": verdict == claims.HELD, "evidence": text, "runs": jobs}
         links = "\n".join(f"![{f}]({f})" if f.endswith(".png") else f"- table: [{f}]({f})" for f in files)
-        sections.append(f"## {title}\n\n{verdict_word(held).capitalize()} in this run ({jobs} completed "
+        sections.append(f"## {title}\n\n{verdict_word(verdict).capitalize()} in this run ({jobs} completed "
                         f"job(s)): {text}\n\n{links}\n")
-    (out / "REPORT.md").write_text(HEADER.format(profile=profile) + "\n" + "\n".join(sections))
+    sections.append(_others_note(ctx))
+    header = HEADER.format(profile=profile, alpha=claims.ALPHA)
+    (out / "REPORT.md").write_text(header + "\n" + "\n".join(s for s in sections if s))
     (out / "claims.json").write_text(json.dumps(found, indent=2, default=str))
-    return found
+    return found, ctx
+
+
+def incomplete(root: Path, profile: str) -> dict[str, str]:
+    """The experiments of the profile that lack a completed run of some preset job:
+    experiment -> 'k of n jobs'."""
+    out = {}
+    for exp in EXPERIMENTS:
+        f = completed_runs(root, exp, profile)
+        if not f.complete:
+            out[exp] = f"{len(f.runs)} of {f.expected} jobs"
+    return out
+
+
+def _is_committed(out: Path) -> bool:
+    repo = Path(__file__).resolve().parents[1]
+    return out.resolve() in {(repo / COMMITTED).resolve(), COMMITTED.resolve()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="deqexp report",
         description="Aggregate the completed paper runs (E1-E6) of a profile into CSV/Markdown "
-                    "tables, PNG figures and REPORT.md (which says whether each claim held).")
+                    "tables, PNG figures and REPORT.md (each claim's verdict, with a paired sign "
+                    "test over seeds). Only runs of the profile's presets exactly are counted; "
+                    "others are listed apart.")
     parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--root", type=Path, default=Path("."),
                         help="folder holding runs/ and multirun/ (default: .)")
-    parser.add_argument("--out", type=Path, default=Path("results/paper"),
-                        help="where tables and figures go (default: results/paper)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where tables and figures go (default: ROOT/report/PROFILE); "
+                             f"{COMMITTED} only from a complete profile or with --overwrite-results")
+    parser.add_argument("--overwrite-results", action="store_true",
+                        help=f"write {COMMITTED} although some experiment of the profile is incomplete")
     args = parser.parse_args(argv)
-    found = report(args.root, args.profile, args.out)
+    out = args.out if args.out is not None else args.root / "report" / args.profile
+    if _is_committed(out) and not args.overwrite_results:
+        missing = incomplete(args.root, args.profile)
+        if missing:
+            print(f"deqexp report: error: {out} holds the committed report and the {args.profile} "
+                  "profile is not complete here (" + "; ".join(f"{e}: {n}" for e, n in missing.items())
+                  + f"); nothing was written. Run the missing jobs (make reproduce-paper PROFILE="
+                  f"{args.profile}), write elsewhere with --out DIR, or replace it anyway with "
+                  "--overwrite-results", file=sys.stderr)
+            return 2
+    found, _ = report(args.root, args.profile, out)
     for key, c in found.items():
-        print(f"{key}: {verdict_word(c['held']).strip('*')}: {c['evidence']}")
+        print(f"{key}: {c['verdict']}: {c['evidence']}")
     missing = [k for k in SECTIONS if k not in found]
     if missing:
-        print(f"no completed runs for: {', '.join(missing)} (profile {args.profile})")
-    print(f"report: {args.out / 'REPORT.md'}")
+        print(f"no completed runs of the {args.profile} presets for: {', '.join(missing)}")
+    print(f"report: {out / 'REPORT.md'}")
     return 0

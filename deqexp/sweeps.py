@@ -38,16 +38,24 @@ class JobStatus:
     detail: str = ""
 
 
-def expected_jobs(sweep_dir: Path) -> tuple[list[list[str]], dict]:
-    """Each job's overrides from ``multirun.yaml``, and that file's ``hydra.overrides``."""
+def expand(sweeper_params: dict, overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper makes them: the config's
+    ``hydra.sweeper.params`` first, then the command line's overrides (which win)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    given = [f"{k}={v}" for k, v in (sweeper_params or {}).items()] + list(overrides)
+    parsed = OverridesParser.create().parse_overrides(given)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def expected_jobs(sweep_dir: Path) -> tuple[list[list[str]], dict]:
+    """Each job's overrides from ``multirun.yaml``, and that file's ``hydra.overrides``."""
     saved = OmegaConf.load(sweep_dir / "multirun.yaml")
     given = OmegaConf.to_container(saved.hydra.overrides)
-    parsed = OverridesParser.create().parse_overrides(given["task"])
-    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-    return jobs, given
+    params = OmegaConf.select(saved, "hydra.sweeper.params")
+    params = OmegaConf.to_container(params) if params is not None else {}
+    return expand(params, given["task"]), given
 
 
 def _lock_held(folder: Path) -> bool:

@@ -18,11 +18,7 @@ import subprocess
 import sys
 import time
 
-from deqexp.report import EXPERIMENTS, PROFILES
-
-
-def preset_name(exp: str, profile: str) -> str:
-    return f"paper/{exp}" if profile == "full" else f"paper/{exp}_{profile}"
+from deqexp.report import EXPERIMENTS, PROFILES, preset_name
 
 
 def sweeps(preset: str) -> bool:
@@ -71,7 +67,9 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--root", default=".", help="folder for runs/ and multirun/ (default: .)")
-    parser.add_argument("--out", default="results/paper", help="report folder (default: results/paper)")
+    parser.add_argument("--out", default="results/paper",
+                        help="report folder (default: results/paper, written only when every experiment "
+                             "of the profile completed; see deqexp report --help)")
     parser.add_argument("--launcher", default="local",
                         choices=["local", "joblib", "slurm", "slurm_gpu", "slurm_local"])
     parser.add_argument("--parallel", type=int, default=1,

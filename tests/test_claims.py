@@ -21,20 +21,62 @@ def _curves(loss_by_init, epochs=8, converged=1.0, residual=1e-3):
     return pd.DataFrame(rows)
 
 
-def test_curves_claim_holds_only_when_kglm_wins_paired_seeds():
-    good = claims.curves_table(_curves({"kglm": [0.1, 0.2, 0.3], "random": [0.2, 0.3, 0.4]}))
-    assert claims.curves_claim(good)[0] is True
-    inverted = claims.curves_table(_curves({"kglm": [0.2, 0.3, 0.4], "random": [0.1, 0.2, 0.3]}))
-    assert claims.curves_claim(inverted)[0] is False
-    # kglm's mean is lower (one lucky seed) but it loses 2 of 3 paired seeds: not held
-    lucky = claims.curves_table(_curves({"kglm": [0.01, 0.31, 0.41], "random": [0.2, 0.3, 0.4]}))
+def test_sign_test_is_scipys_exact_binomial_test():
+    from scipy.stats import binomtest
+
+    for n in range(0, 12):
+        for w in range(n + 1):
+            ref = binomtest(w, n, 0.5, alternative="greater").pvalue if n else 1.0
+            assert abs(claims.sign_test(w, n - w) - ref) < 1e-12, (w, n)
+
+
+def test_wins_are_paired_by_seed_not_by_rank():
+    # sorted, kglm's losses beat random's at both ranks; seed by seed it wins one of two
+    df = _curves({"kglm": [0.1, 0.5], "random": [0.4, 0.2]})
+    assert claims.paired_wins(df, 8, "random") == 0.5
+    # a seed that only one init has is not compared
+    df = pd.concat([df, _curves({"kglm": [0.1, 0.5, 0.9]}).query("seed == 2")])
+    cmp = claims.paired_at(df, 8, "random")
+    assert (cmp.seeds, cmp.wins, cmp.losses) == (2, 1, 1)
+
+
+def test_curves_claim_needs_a_significant_paired_win():
+    five = [0.1, 0.2, 0.3, 0.4, 0.5]
+    good = claims.curves_table(_curves({"kglm": five, "random": [v + 0.1 for v in five]}))
+    verdict, text = claims.curves_claim(good)
+    assert verdict == "held" and "5 of 5 paired seeds (one-sided sign test p = 0.0312)" in text
+    inverted = claims.curves_table(_curves({"kglm": [v + 0.1 for v in five], "random": five}))
+    assert claims.curves_claim(inverted)[0] == "did not hold"
+    # three seeds, all won: p = 0.125 at best, so the seeds cannot decide (E6's quick profile)
+    three = claims.curves_table(_curves({"kglm": [0.1, 0.2, 0.3], "random": [0.2, 0.3, 0.4]}))
+    verdict, text = claims.curves_claim(three)
+    assert verdict == "inconclusive" and "3 seeds can reach p = 0.125 at best" in text
+    # kglm's mean is lower (one lucky seed) but it loses 4 of 5 paired seeds: not held
+    lucky = claims.curves_table(_curves({"kglm": [0.01, 0.31, 0.41, 0.51, 0.61],
+                                         "random": [0.2, 0.3, 0.4, 0.5, 0.6]}))
     row = lucky[(lucky.init == "random") & (lucky.epoch == 8)].iloc[0]
-    assert row.kglm_beats == 1 / 3 and bool(row.overlaps_kglm)
-    assert claims.curves_claim(lucky)[0] is False
-    # a diverged kglm seed loses its comparison and counts against the claim
-    diverged = claims.curves_table(_curves({"kglm": [0.1, 0.2, math.nan], "random": [0.2, 0.3, 0.4]}))
-    assert claims.curves_claim(diverged)[0] is False
-    # ... and a diverged competitor loses its comparison with kglm
+    assert row.kglm_beats == 1 / 5 and bool(row.overlaps_kglm) and row.sign_p == 31 / 32
+    assert claims.curves_claim(lucky)[0] == "inconclusive"
+    # 7 of 8 seeds won (p = 9/256), but one lost by so much that the mean is higher: not held
+    seven = [0.1 * i for i in range(1, 8)]
+    mean_worse = claims.curves_table(_curves({"kglm": [*seven, 9.0], "random": [v + 0.1 for v in seven] + [0.1]}))
+    assert mean_worse[(mean_worse.init == "random") & (mean_worse.epoch == 8)].sign_p.item() == 9 / 256
+    assert claims.curves_claim(mean_worse)[0] == "inconclusive"
+    # one competitor held, the other inconclusive: the claim is inconclusive
+    mixed = claims.curves_table(_curves({"kglm": five, "random": [v + 0.1 for v in five],
+                                         "naive": [0.05, 0.3, 0.25, 0.5, 0.45]}))
+    assert claims.curves_claim(mixed)[0] == "inconclusive"
+
+
+def test_diverged_seeds_count_in_the_means_and_lose_their_comparisons():
+    five = [0.1, 0.2, 0.3, 0.4, 0.5]
+    diverged = claims.curves_table(_curves({"kglm": [0.1, 0.2, 0.3, 0.4, math.nan],
+                                            "random": [v + 0.1 for v in five]}))
+    last = diverged[diverged.epoch == 8].set_index("init")
+    assert last.loc["kglm", "mean"] == math.inf and last.loc["kglm", "diverged"] == 1
+    assert abs(last.loc["kglm", "mean_finished"] - 0.25) < 1e-12
+    verdict, text = claims.curves_claim(diverged)
+    assert verdict == "did not hold" and "inf (1 diverged; the others 0.25)" in text
     other_dead = claims.curves_table(_curves({"kglm": [0.3, 0.3, 0.3], "random": [0.2, math.nan, math.nan]}))
     assert other_dead[(other_dead.init == "random") & (other_dead.epoch == 8)].kglm_beats.item() == 2 / 3
 
@@ -76,12 +118,14 @@ def test_count_sensitivity_is_zero_for_identical_runs_and_measures_change():
     assert abs(claims.count_sensitivity(a, b)[0] - 0.1) < 1e-12
 
 
-def _sweep(best_k, best_r, scales=(0.01, 0.1, 1.0, 10.0), seeds=2, diverged_r=0):
+def _sweep(best_k, best_r, scales=(0.01, 0.1, 1.0, 10.0), seeds=2, diverged_r=0, spread=False):
+    """E2-like rows: each init's loss grows with the distance (in log scale) from its best scale;
+    ``spread`` makes seed s's losses (1 + s/10) times larger, so that seeds are not tied."""
     rows = []
     for init, best in (("kglm", best_k), ("random", best_r)):
         for s in scales:
             for seed in range(seeds):
-                loss = 0.01 * (1 + abs(np.log10(s) - np.log10(best)))
+                loss = 0.01 * (1 + abs(np.log10(s) - np.log10(best))) * (1 + seed / 10 if spread else 1)
                 dead = init == "random" and s == scales[-1] and seed < diverged_r
                 rows.append({"init": init, "epoch": 1, "scale": s, "seed": seed,
                              "test_loss": math.nan if dead else loss, "status": "diverged" if dead else "ok",
@@ -89,43 +133,58 @@ def _sweep(best_k, best_r, scales=(0.01, 0.1, 1.0, 10.0), seeds=2, diverged_r=0)
     return pd.DataFrame(rows)
 
 
-def test_sweep_claim_and_grid_edge():
-    df = _sweep(1.0, 0.01)
+def test_sweep_claim_needs_paired_seeds_and_an_optimum_inside_the_grid():
+    df = _sweep(1.0, 0.01, seeds=5)
     table = claims.sweep_table(df)
-    k = table.set_index("init").loc["kglm"]
-    r = table.set_index("init").loc["random"]
+    k, r = table.set_index("init").loc["kglm"], table.set_index("init").loc["random"]
     assert k.best_scale == 1.0 and not k.best_at_grid_edge
     assert r.best_scale == 0.01 and r.best_at_grid_edge
-    held, text = claims.sweep_claim(table)
-    assert held is False  # equal best losses: kglm does not beat random
+    verdict, text = claims.sweep_claim(table, df)
+    assert verdict == "inconclusive (bound)"  # tied seeds; random's optimum may be below 0.01
     assert "edge of the sweep grid" in text
-    better = _sweep(1.0, 0.1)
+    better = _sweep(1.0, 0.1, seeds=5, spread=True)
     better.loc[better.init == "random", "test_loss"] *= 2
-    assert claims.sweep_claim(claims.sweep_table(better))[0] is True
-    worse = _sweep(1.0, 0.1)
+    verdict, text = claims.sweep_claim(claims.sweep_table(better), better)
+    assert verdict == "held" and "5 of 5 paired seeds" in text
+    # the same win with random's best at the grid's edge rests on a bound
+    edge = _sweep(1.0, 0.01, seeds=5, spread=True)
+    edge.loc[edge.init == "random", "test_loss"] *= 2
+    assert claims.sweep_claim(claims.sweep_table(edge), edge)[0] == "inconclusive (bound)"
+    worse = _sweep(1.0, 0.1, seeds=5, spread=True)
     worse.loc[worse.init == "kglm", "test_loss"] *= 2
-    assert claims.sweep_claim(claims.sweep_table(worse))[0] is False
+    assert claims.sweep_claim(claims.sweep_table(worse), worse)[0] == "did not hold"
+    two = _sweep(1.0, 0.1, seeds=2, spread=True)
+    two.loc[two.init == "random", "test_loss"] *= 2
+    assert claims.sweep_claim(claims.sweep_table(two), two)[0] == "inconclusive"
     # kglm ahead on loss but with more diverged runs: not held
-    dead = _sweep(1.0, 0.1, diverged_r=0)
+    dead = _sweep(1.0, 0.1, seeds=5, spread=True)
     dead.loc[dead.init == "random", "test_loss"] *= 2
     dead.loc[(dead.init == "kglm") & (dead.scale == 10.0), ["test_loss", "status"]] = [math.nan, "diverged"]
-    assert claims.sweep_claim(claims.sweep_table(dead))[0] is False
+    assert claims.sweep_claim(claims.sweep_table(dead), dead)[0] == "did not hold"
+
+
+def test_a_scale_where_a_seed_diverged_is_never_the_best():
+    df = _sweep(1.0, 10.0, seeds=3, diverged_r=1)  # random's best scale, 10, loses one seed
+    r = claims.sweep_table(df).set_index("init").loc["random"]
+    assert r.best_scale == 1.0 and r.diverged == 1
+    conv = claims.sweep_convergence(df).set_index(["init", "scale"])
+    assert conv.loc[("random", 10.0), "diverged"] == 1
 
 
 def test_sweep_jacobian_norm_median_and_collapsed_share():
     df = _sweep(1.0, 0.1)
-    assert "Jacobian" not in claims.sweep_claim(claims.sweep_table(df))[1]
+    assert "Jacobian" not in claims.sweep_claim(claims.sweep_table(df), df)[1]
     # kglm: J = 0 at the two smallest scales (4 of 8 runs), scale itself above; random: 2 x scale
     df["jac_norm"] = np.where(df.init == "kglm", np.where(df.scale < 1, 0.0, df.scale), 2 * df.scale)
     table = claims.sweep_table(df).set_index("init")
     assert table.loc["kglm", "jac_norm_zero"] == 0.5 and table.loc["random", "jac_norm_zero"] == 0
     assert table.loc["kglm", "jac_norm_median"] == 0.5 and table.loc["random", "jac_norm_median"] == 1.1
-    text = claims.sweep_claim(claims.sweep_table(df))[1]
+    text = claims.sweep_claim(claims.sweep_table(df), df)[1]
     assert "median over runs: kglm 0.5 vs random 1.1" in text
     assert "inputs) in 50% of kglm and 0% of random runs" in text
     assert "(kglm 50%, random 0%)" in text  # every solve converged in the synthetic runs
     df.loc[(df.init == "kglm") & (df.scale == 0.01), "converged_frac"] = 0.5
-    assert "(kglm 25%, random 0%)" in claims.sweep_claim(claims.sweep_table(df))[1]
+    assert "(kglm 25%, random 0%)" in claims.sweep_claim(claims.sweep_table(df), df)[1]
     conv = claims.sweep_convergence(df).set_index(["init", "scale"]).jac_norm
     assert conv[("random", 10.0)] == 20 and conv[("kglm", 0.1)] == 0
 
@@ -134,6 +193,6 @@ def test_timing_claim_states_the_ratio():
     df = pd.DataFrame([{"layer": "dense", "size": n, "init": i, "trial": 0,
                         "seconds": (3e-9 * n**3 if i == "kglm" else 1e-8 * n**2)}
                        for n in (100, 1000) for i in ("kglm", "random")])
-    held, text = claims.timing_claim(claims.timing_table(df))
-    assert held is None
+    verdict, text = claims.timing_claim(claims.timing_table(df))
+    assert verdict == "measured"
     assert "ratio 300x" in text and "size^3.00" in text

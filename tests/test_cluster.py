@@ -269,6 +269,20 @@ def test_status_names_every_state_and_the_command_that_continues(tmp_path, capsy
     assert "deqexp train -m name=demo trainer.seed=0,1,2,3,4,5 hydra.launcher.partition=cpu" in out
 
 
+def test_status_expands_the_presets_own_sweep_as_hydra_does(tmp_path):
+    # `deqexp train -m experiment=paper/e2_quick trainer.epochs=2`: the seeds come from the
+    # preset's hydra.sweeper.params, not from the command line
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    OmegaConf.save({"hydra": {"overrides": {"task": ["experiment=paper/e2_quick", "trainer.epochs=2"]},
+                              "sweeper": {"params": {"trainer.seed": "range(0,3)"}}}}, sweep / "multirun.yaml")
+    found, _, _ = sweep_status(sweep)
+    assert [s.overrides for s in found] == [
+        ["trainer.seed=0", "experiment=paper/e2_quick", "trainer.epochs=2"],
+        ["trainer.seed=1", "experiment=paper/e2_quick", "trainer.epochs=2"],
+        ["trainer.seed=2", "experiment=paper/e2_quick", "trainer.epochs=2"]]
+
+
 def test_status_counts_missing_jobs_and_refuses_a_folder_that_is_no_sweep(tmp_path, capsys):
     sweep, running = _sweep_of_every_state(tmp_path)
     running.release()

@@ -55,8 +55,6 @@ def test_a_held_member_is_a_parameter_without_gradient_in_torch_adam():
                 assert torch.equal(stacked[i], before[i])
                 if moments:
                     assert all(torch.equal(ours.state[stacked][k][i], moments[k][i]) for k in moments)
-    # the freeze's point: the first step after release is a fresh optimiser's (lr * sign(g))
-    assert not held(20)[1]
 
 
 SMALL = ("dataset.n_train=24", "dataset.n_test=8", "dataset.length=20", "logger=csv",
@@ -77,7 +75,8 @@ def _initial(*overrides) -> dict:
 def _run(tmp_path, *overrides):
     cfg = compose_config(*SMALL, *overrides)
     train_job(cfg, RunFolder(tmp_path, "x"))
-    return torch.load(tmp_path / "model.pt", weights_only=True)["final"], pd.read_csv(tmp_path / "metrics.csv")
+    final = torch.load(tmp_path / "model.pt", weights_only=True)["final"]
+    return final, pd.read_csv(tmp_path / "metrics.csv")
 
 
 def test_freeze_wu_epochs_holds_naive_w_and_u_then_releases_them(tmp_path):
