@@ -125,6 +125,23 @@ def check_data(name: str, seed: int, d: Data) -> None:
                             "clean the data (or its source files) first")
 
 
+def check_range(name: str, d: Data, dtype) -> None:
+    """Refuse values that the training dtype cannot hold, and BCE targets outside [0, 1]."""
+    top = torch.finfo(dtype).max
+    for split in SPLITS:
+        t = getattr(d, split)
+        if bool((t.abs() > top).any()):
+            raise DataError(f"dataset={name}: {split} has values up to {float(t.abs().max()):.3g}, "
+                            f"beyond {str(dtype).split('.')[-1]}'s range ({top:.3g}); rescale the data, "
+                            "or set trainer.dtype=float64")
+    for split in ("train_target", "test_target"):
+        t = getattr(d, split)
+        if d.loss == "bce" and bool(((t < 0) | (t > 1)).any()):
+            raise DataError(f"dataset={name}: dataset.loss=bce needs targets in [0, 1] (labels or "
+                            f"probabilities), but {split} spans [{float(t.min()):.3g}, {float(t.max()):.3g}]; "
+                            "use dataset.loss=mse for real-valued targets, or rescale them")
+
+
 def load_sets(cfg, seeds) -> list[Data]:
     """Each seed's data set, checked."""
     sets = []
@@ -148,6 +165,7 @@ def load_job_data(cfg, members: list[Member], device, dtype) -> JobData:
     for d in sets:
         family.validate(d.train_input)
         family.validate(d.test_input)
+        check_range(cfg.dataset.name, d, dtype)
     stack = lambda key: torch.stack([getattr(d, key) for d in sets]).to(device, dtype)  # noqa: E731
     index = torch.tensor([seeds.index(m.seed) for m in members], device=device)
     return JobData(stack("train_input"), stack("train_target"), stack("test_input"),

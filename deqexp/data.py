@@ -164,8 +164,12 @@ def _patches(img: Tensor, size: int) -> Tensor:
     return p.permute(1, 2, 0, 3, 4).reshape(-1, img.shape[0], size, size)
 
 
-def _pick(x: Tensor, n: int, gen: torch.Generator) -> Tensor:
-    if n <= 0 or n >= len(x):
+def _pick(x: Tensor, n: int, gen: torch.Generator, split: str = "train") -> Tensor:
+    """A random subset of ``n`` samples (by ``gen``); all of them for ``n = 0``."""
+    if n > len(x):
+        raise DataError(f"dataset.n_{split}={n}, but the data have {len(x)} {split} samples; "
+                        f"use at most {len(x)}, or 0 for all")
+    if n <= 0 or n == len(x):
         return x
     return x[torch.randperm(len(x), generator=gen)[:n]]
 
@@ -173,7 +177,7 @@ def _pick(x: Tensor, n: int, gen: torch.Generator) -> Tensor:
 def _image_data(train: Tensor, test: Tensor, seed: int, n_train: int, n_test: int,
                 corruption: str, **opts) -> Data:
     gen = _gen(seed)
-    train, test = _pick(train, n_train, gen), _pick(test, n_test, gen)
+    train, test = _pick(train, n_train, gen), _pick(test, n_test, gen, "test")
     return Data(corrupt(train, corruption, gen, **opts), train,
                 corrupt(test, corruption, gen, **opts), test, "mse", "[0,1]")
 
@@ -238,7 +242,7 @@ def _binarise_to(images: Tensor, size: int, threshold: float) -> Tensor:
 def _digit_data(train: Tensor, test: Tensor, seed: int, n_train: int, n_test: int, size: int,
                 threshold: float, flip_fraction: float) -> Data:
     gen = _gen(seed)
-    train, test = _pick(train, n_train, gen), _pick(test, n_test, gen)
+    train, test = _pick(train, n_train, gen), _pick(test, n_test, gen, "test")
     clean_tr = _binarise_to(train, size, threshold)
     clean_te = _binarise_to(test, size, threshold)
     noisy_tr = flip_pixels(clean_tr, flip_fraction, gen)
@@ -285,7 +289,7 @@ def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0
     t = {k: torch.as_tensor(a[k].astype(np.float64)) for k in ARRAY_KEYS}
     gen = _gen(seed)
     train = _pick(torch.arange(len(t["train_input"])), n_train, gen)
-    test = _pick(torch.arange(len(t["test_input"])), n_test, gen)
+    test = _pick(torch.arange(len(t["test_input"])), n_test, gen, "test")
     parts = [t["train_input"][train], t["train_target"][train], t["test_input"][test], t["test_target"][test]]
     if parts[0].dim() == 4:
         return Data(*parts, loss, "real")

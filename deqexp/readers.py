@@ -98,6 +98,10 @@ ARRAY_KEYS = ("train_input", "train_target", "test_input", "test_target")
 def read_arrays(path) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file or of a folder of ``KEY.npy`` files, by key."""
     p = Path(path)
+    if p.suffix == ".npy" and p.is_file():
+        raise DataError(f"dataset=arrays: {p} is a single .npy file; give an .npz file with "
+                        "train_input, train_target, test_input, test_target (np.savez), or a folder "
+                        "holding one KEY.npy per key")
     try:
         if p.is_dir():
             return {f.stem: np.load(f, allow_pickle=False) for f in sorted(p.glob("*.npy"))}
@@ -115,6 +119,9 @@ def check_arrays(a: dict, keys=ARRAY_KEYS) -> None:
             raise DataError(f"dataset=arrays: key '{key}' is missing (found: {sorted(a) or 'nothing'}); "
                             f"the file needs {', '.join(ARRAY_KEYS)}")
     for key, v in a.items():
+        if np.iscomplexobj(v):
+            raise DataError(f"dataset=arrays: '{key}' is complex ({v.dtype}); deqexp trains on real "
+                            "values: store the real and imaginary parts as separate channels or columns")
         if not np.issubdtype(v.dtype, np.number) and v.dtype != bool:
             raise DataError(f"dataset=arrays: '{key}' has dtype {v.dtype}; it must be numeric")
         if not np.isfinite(v.astype(np.float64)).all():
@@ -124,6 +131,9 @@ def check_arrays(a: dict, keys=ARRAY_KEYS) -> None:
         if x.ndim not in (2, 4):
             raise DataError(f"dataset=arrays: '{split}_input' has shape {x.shape}; use (N, n) for "
                             "sequences or (N, C, H, W) for images")
+        if 0 in x.shape[1:] or 0 in y.shape[1:]:
+            raise DataError(f"dataset=arrays: '{split}_input' {x.shape} / '{split}_target' {y.shape} "
+                            "hold no values per sample; each sample needs at least one")
         if len(x) != len(y):
             raise DataError(f"dataset=arrays: '{split}_input' has {len(x)} samples but "
                             f"'{split}_target' has {len(y)}")

@@ -88,10 +88,13 @@ def validate(cfg) -> None:
                           f"trainer.ensemble.scales={list(cfg.trainer.ensemble.scales)} would do "
                           "nothing; set one of them")
     for key, v in (("init.naive_lengthscale", cfg.init.naive_lengthscale),
-                   ("init.random_divisor", cfg.init.random_divisor), ("model.width", cfg.model.width),
-                   ("trainer.freeze_wu_epochs", cfg.trainer.freeze_wu_epochs + 1),
-                   ("trainer.checkpoint_every", cfg.trainer.checkpoint_every + 1)):
+                   ("init.random_divisor", cfg.init.random_divisor), ("model.width", cfg.model.width)):
         _positive(key, v)
+    _positive("trainer.freeze_wu_epochs", cfg.trainer.freeze_wu_epochs, strict=False)
+    _positive("trainer.checkpoint_every", cfg.trainer.checkpoint_every, strict=False)
+    for key in ("n_train", "n_test"):  # 0 takes every sample of a file-backed data set
+        if isinstance(cfg.dataset.get(key), int) and not isinstance(cfg.dataset.get(key), bool):
+            _positive(f"dataset.{key}", cfg.dataset[key], strict=False)
     if not 0 <= cfg.init.lengthscale_low <= cfg.init.lengthscale_high:
         raise ConfigError(f"init.lengthscale_low={cfg.init.lengthscale_low} and init.lengthscale_high="
                           f"{cfg.init.lengthscale_high} must satisfy 0 <= low <= high")

@@ -1,4 +1,5 @@
 """dataset=arrays: a user's own data from an .npz file or a folder of .npy files."""
+import re
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,6 +78,12 @@ def _broken(name):
     elif name == "image target shape":
         d = _images()
         d["train_target"] = d["train_target"][:, :1]
+    elif name == "1-D target":
+        d["train_target"] = d["train_target"][:, 0]
+    elif name == "complex":
+        d["train_input"] = d["train_input"] * (1 + 1j)
+    elif name == "no values":
+        d["train_input"], d["test_input"] = d["train_input"][:, :0], d["test_input"][:, :0]
     return d
 
 
@@ -86,11 +93,40 @@ def _broken(name):
     ("split lengths", "'test_input' samples are"), ("nan", "'test_input' contains NaN"),
     ("strings", "'train_target' has dtype"), ("x_in length", "'x_in' has shape"),
     ("x_out missing", "'x_out'"), ("image target shape", "image targets must have the inputs' shape"),
+    ("1-D target", "'train_target' has shape (30,); sequence targets are (N, m)"),
+    ("complex", "'train_input' is complex"), ("no values", "hold no values per sample"),
 ])
 def test_malformed_files_name_the_key(tmp_path, name, says):
     np.savez(tmp_path / "bad.npz", **_broken(name))
-    with pytest.raises(DataError, match=says.replace("(", r"\(")):
+    with pytest.raises(DataError, match=re.escape(says)):
         arrays(0, str(tmp_path / "bad.npz"))
+
+
+def test_a_single_npy_file_is_refused_with_the_two_forms_that_work(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 3)))
+    with pytest.raises(DataError, match=r"single .npy file; give an .npz file .* or a folder"):
+        arrays(0, str(tmp_path / "x.npy"))
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["dataset.n_train=31"], r"dataset.n_train=31, but the data have 30 train samples; use at most 30"),
+    (["dataset.n_test=11"], r"dataset.n_test=11, but the data have 10 test samples"),
+    (["dataset.loss=bce"], r"dataset.loss=bce needs targets in \[0, 1\].*spans \[-0.5"),
+])
+def test_data_the_run_cannot_use_is_refused_before_training(tmp_path, overrides, says):
+    np.savez(tmp_path / "d.npz", **_sequences())
+    with pytest.raises(DataError, match=says):
+        _run(tmp_path, tmp_path / "d.npz", "family=gaussian", *overrides)
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_values_beyond_float32_are_a_data_error_not_a_divergence(tmp_path):
+    d = _sequences()
+    d["train_input"] = d["train_input"] * 1e200
+    np.savez(tmp_path / "big.npz", **d)
+    with pytest.raises(DataError, match=r"train_input has values up to .*e\+200, beyond float32's range"
+                                        r".*trainer.dtype=float64"):
+        _run(tmp_path, tmp_path / "big.npz", "family=gaussian")
 
 
 def test_unreadable_or_missing_files(tmp_path):
