@@ -4,6 +4,10 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?= quick
 PYTEST_ARGS ?=
+# the default suite leaves out the end-to-end CLI runs (-m slow) and the SLURM cluster tests;
+# ALL=1 runs everything (CI does)
+ALL ?=
+MARKERS := $(if $(ALL),,-m "not slow and not slurm")
 
 .PHONY: help install train test lint reproduce-paper report bench slurm-up slurm-down clean
 
@@ -20,8 +24,8 @@ install: .install.stamp  ## install deqexp (editable) with torch pinned by TORCH
 train: install  ## the main job: train one kGLM-initialised DEQ on the embedded default data
 	$(PYTHON) -m deqexp.cli train init=kglm
 
-test: install lint  ## lint, then the test suite
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+test: install lint  ## lint, then the fast suite (ALL=1: also the CLI runs and SLURM tests)
+	PYTHONUNBUFFERED=1 $(PYTHON) -m pytest -q $(MARKERS) $(PYTEST_ARGS)
 
 lint: install  ## ruff over the tree
 	$(PYTHON) -m ruff check .

@@ -137,9 +137,10 @@ def check_range(name: str, d: Data, dtype) -> None:
     for split in ("train_target", "test_target"):
         t = getattr(d, split)
         if d.loss == "bce" and bool(((t < 0) | (t > 1)).any()):
+            span = f"[{float(t.min()):.3g}, {float(t.max()):.3g}]"
             raise DataError(f"dataset={name}: dataset.loss=bce needs targets in [0, 1] (labels or "
-                            f"probabilities), but {split} spans [{float(t.min()):.3g}, {float(t.max()):.3g}]; "
-                            "use dataset.loss=mse for real-valued targets, or rescale them")
+                            f"probabilities), but {split} spans {span}; use dataset.loss=mse for "
+                            "real-valued targets, or rescale them")
 
 
 def load_sets(cfg, seeds) -> list[Data]:

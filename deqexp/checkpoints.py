@@ -8,6 +8,7 @@ file, then a rename), so a kill never leaves half a checkpoint.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,10 +72,17 @@ def read_checkpoint(path: Path) -> dict | None:
         return None
 
 
-def load_checkpoint(folder: Path, fingerprint: str) -> dict | None:
-    """The folder's checkpoint if it belongs to this configuration, else None."""
-    ckpt = read_checkpoint(folder / CHECKPOINT)
-    return ckpt if ckpt is not None and ckpt.get("fingerprint") == fingerprint else None
+def load_checkpoint(folder: Path, fingerprint: str, say: bool = False) -> dict | None:
+    """The folder's checkpoint if it belongs to this configuration, else None; with ``say``,
+    a checkpoint that is there but unusable is reported (the run then starts afresh)."""
+    path = folder / CHECKPOINT
+    ckpt = read_checkpoint(path)
+    if ckpt is not None and ckpt.get("fingerprint") == fingerprint:
+        return ckpt
+    if say and path.exists():
+        why = "is unreadable (damaged or cut short)" if ckpt is None else "belongs to another configuration"
+        print(f"deqexp: {path} {why}; starting this run afresh", file=sys.stderr, flush=True)
+    return None
 
 
 def restore(ckpt: dict, model, opt, sched, gens, device) -> LoopState:

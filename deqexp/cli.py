@@ -43,12 +43,25 @@ def _check_argv(argv: list[str]) -> str | None:
             for name in value.split(","):
                 if name not in presets:
                     return f"experiment={name} does not exist; choose one of: {', '.join(presets)}"
-        if key == "paths.output" and value:
-            path = Path(value)
-            probe = next((p for p in (path, *path.parents) if p.exists()), None)
-            if probe is None or not probe.is_dir() or not os.access(probe, os.W_OK):
-                return (f"paths.output={value} cannot be written ({probe} is not a writable folder); "
-                        "choose a folder you can write to")
+        if key in ("paths.output", "hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            problem = _unwritable(Path(value))
+            if problem:
+                return f"{key}={value} cannot be written ({problem}); choose a folder you can write to"
+    return None
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why no folder can be made at ``path`` (None if one can): probed by making and removing
+    a temporary folder in its nearest existing ancestor (os.access says yes to root on /proc)."""
+    import tempfile
+
+    probe = next((p for p in (path, *path.parents) if p.exists()), None)
+    if probe is None or not probe.is_dir():
+        return f"{probe} is not a folder"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".deqexp-probe-", dir=probe))
+    except OSError as err:
+        return f"{probe}: {err.strerror}"
     return None
 
 

@@ -105,7 +105,7 @@ class TrainerConf:
     dtype: str = "float32"       # float32 | float64
     seed: int = 0
     threads: int = 0             # torch threads per job (0: the usable cores / parallel jobs)
-    eval_train: bool = True      # evaluate the full training set after each epoch
+    eval_train: bool = False     # the training split's loss at every evaluation (always: first, last)
     eval_every: int = 1          # evaluate, log and take operator norms every k epochs (and the last)
     jac_samples: int = 8         # jac_norm (||J||_2 of the fixed-point map at z*) over the first k
                                  # test samples, at every evaluation (0: not computed)

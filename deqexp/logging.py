@@ -37,8 +37,12 @@ class FolderBusy(RuntimeError):
 def atomic_replace(path: Path, write) -> None:
     """Create ``path`` by ``write(tmp)`` on a temporary file and a rename: never half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a kill: no half-written temporary left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -230,7 +234,10 @@ class WandbLog:
             self.run = wandb.init(
                 project=cfg.project, entity=cfg.entity, dir=str(run_dir), mode=mode,
                 group=config_dict.get("name"), name=run_name, config=config_dict,
-                reinit="finish_previous", settings=wandb.Settings(quiet=True, init_timeout=60),
+                reinit="finish_previous",
+                # console="off": W&B's copy of the terminal would write into the run folder and, on
+                # a full disk, print a logging error for every line
+                settings=wandb.Settings(quiet=True, init_timeout=60, console="off"),
             )
         except Exception as err:  # wandb raises its own error types (CommError, UsageError, ...)
             why = f"{type(err).__name__}: {str(err).strip()[:200]}"

@@ -9,6 +9,7 @@ rerun will do; none leaves a COMPLETE marker.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -110,7 +111,7 @@ def train_job(cfg, folder: RunFolder, run_name: str = "default", parallel_jobs: 
     job = load_job_data(cfg, members, device, dtype)
     model = build_model(cfg, job, members, device, dtype)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    resume = None if cfg.force else load_checkpoint(folder.path, folder.fingerprint)
+    resume = None if cfg.force else load_checkpoint(folder.path, folder.fingerprint, say=True)
     epoch = resume["state"].epoch if resume else None
     folder.start(cfg.force, OmegaConf.to_yaml(cfg, resolve=True), resume_epoch=epoch)
     if resume:
@@ -176,6 +177,13 @@ def rerun_hint(folder: RunFolder) -> str:
     return f"a rerun of the same command resumes from the checkpoint at epoch {ckpt['state'].epoch}"
 
 
+def _record_failure(folder: RunFolder, err: Exception) -> None:
+    try:
+        folder.failed(f"{type(err).__name__}: {err}")
+    except OSError:  # the folder itself may be what failed
+        pass
+
+
 def run_from_hydra(cfg) -> dict | None:
     """The Hydra task: skip a completed run, else train under the folder's lock."""
     from hydra.core.hydra_config import HydraConfig
@@ -209,8 +217,16 @@ def run_from_hydra(cfg) -> dict | None:
         if isinstance(err, StopRequested):
             stop.forward(err.signum)  # submitit requeues on SIGUSR2 (and exits)
         raise SystemExit(130) from None
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            _record_failure(folder, err)
+            raise
+        print(f"deqexp train: error: cannot write to {run_dir} ({err.strerror}: {err.filename or ''}); "
+              f"free space or point paths.output elsewhere, then rerun: {rerun_hint(folder)}",
+              file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     except Exception as err:
-        folder.failed(f"{type(err).__name__}: {err}")
+        _record_failure(folder, err)
         raise
     finally:
         folder.release()

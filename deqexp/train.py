@@ -184,10 +184,11 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         model.freeze("U", naive)
     progress = Progress(epochs, cfg.logger.progress, label, start=state.epoch)
 
-    def record(epoch, bwd, epoch_time):
+    def record(epoch, bwd, epoch_time, last=False):
         test = evaluate(model, job, job.test_x, job.test_y, loss_kind, bs)
+        # the training split costs about as much as a training pass: first, last, or when asked
         train = evaluate(model, job, job.train_x, job.train_y, loss_kind, bs) \
-            if (cfg.trainer.eval_train or epoch == 0) else None
+            if (cfg.trainer.eval_train or epoch == 0 or last) else None
         state.alive = state.alive & torch.isfinite(test["loss"])
         norms = all_norms(model, job, cfg.trainer.jac_samples)
         new = rows(members, epoch, train, test, bwd, norms, epoch_time, state.alive)
@@ -217,7 +218,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
             state.epoch = epoch
             done = epoch == epochs or not bool(state.alive.any())
             if done or epoch % cfg.trainer.eval_every == 0:
-                record(epoch, bwd, time.perf_counter() - t0)
+                record(epoch, bwd, time.perf_counter() - t0, last=done)
             saving = folder is not None and every > 0
             if saving and (epoch % every == 0 or done):
                 save()

@@ -1,5 +1,6 @@
 """dataset=arrays: a user's own data from an .npz file or a folder of .npy files."""
 import re
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -59,7 +59,8 @@ def test_curves_claim_needs_a_significant_paired_win():
     assert claims.curves_claim(lucky)[0] == "inconclusive"
     # 7 of 8 seeds won (p = 9/256), but one lost by so much that the mean is higher: not held
     seven = [0.1 * i for i in range(1, 8)]
-    mean_worse = claims.curves_table(_curves({"kglm": [*seven, 9.0], "random": [v + 0.1 for v in seven] + [0.1]}))
+    mean_worse = claims.curves_table(_curves({"kglm": [*seven, 9.0],
+                                              "random": [v + 0.1 for v in seven] + [0.1]}))
     assert mean_worse[(mean_worse.init == "random") & (mean_worse.epoch == 8)].sign_p.item() == 9 / 256
     assert claims.curves_claim(mean_worse)[0] == "inconclusive"
     # one competitor held, the other inconclusive: the claim is inconclusive

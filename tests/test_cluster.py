@@ -274,8 +274,9 @@ def test_status_expands_the_presets_own_sweep_as_hydra_does(tmp_path):
     # preset's hydra.sweeper.params, not from the command line
     sweep = tmp_path / "sweep"
     sweep.mkdir()
-    OmegaConf.save({"hydra": {"overrides": {"task": ["experiment=paper/e2_quick", "trainer.epochs=2"]},
-                              "sweeper": {"params": {"trainer.seed": "range(0,3)"}}}}, sweep / "multirun.yaml")
+    saved = {"hydra": {"overrides": {"task": ["experiment=paper/e2_quick", "trainer.epochs=2"]},
+                       "sweeper": {"params": {"trainer.seed": "range(0,3)"}}}}
+    OmegaConf.save(saved, sweep / "multirun.yaml")
     found, _, _ = sweep_status(sweep)
     assert [s.overrides for s in found] == [
         ["trainer.seed=0", "experiment=paper/e2_quick", "trainer.epochs=2"],

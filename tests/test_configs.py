@@ -54,6 +54,10 @@ def _intended(key, old, new, old_all, new_all, preset) -> bool:
         return old == "<absent>" and new == 1
     if key == "trainer.checkpoint_every":  # issue 11: checkpoints do not change results
         return old == "<absent>" and new == 10
+    if key == "trainer.eval_train":  # issue 16: off by default (first and last epochs only);
+        # the training presets keep it, the analyses do not train
+        analysis = preset.startswith(("paper/e4", "paper/e5"))
+        return old is True and new is False and (preset == "default" or analysis)
     if key == "trainer.jac_samples":  # issue 11: a diagnostic column; training is unchanged
         return old == "<absent>" and new == 8
     if key.startswith("solver."):

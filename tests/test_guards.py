@@ -230,3 +230,45 @@ def test_zero_padded_conv_norm_on_a_nearly_flat_spectrum():
     exact = torch.linalg.matrix_norm(dense, 2)
     got, _ = operators.conv_norm_zero(f, h, w, generator=torch.Generator().manual_seed(4))
     assert abs(float(got) - float(exact)) <= 1e-8 * float(exact)
+
+
+# --------------------------------------------------------------------------- files and disks
+@pytest.mark.parametrize("key", ["paths.output", "hydra.run.dir", "hydra.sweep.dir"])
+def test_an_output_folder_that_cannot_be_made_is_refused_up_front(tmp_path, capsys, key):
+    (tmp_path / "file").write_text("")
+    for where in ("/proc/deqexp-out", str(tmp_path / "file" / "sub")):
+        code, out = in_process(capsys, "train", f"{key}={where}")
+        assert code == 2 and out.strip().count("\n") == 0, out
+        assert f"deqexp train: error: {key}={where} cannot be written" in out
+
+
+def test_an_unreadable_checkpoint_is_said_and_the_run_starts_afresh(tmp_path, capsys):
+    cfg = compose_config(*SMALL, "trainer.epochs=2", "trainer.checkpoint_every=1")
+    folder = RunFolder(tmp_path, fingerprint(cfg))
+    train_job(cfg, folder)
+    want = pd.read_csv(tmp_path / "metrics.csv")
+    (tmp_path / "COMPLETE").unlink()
+    (tmp_path / "checkpoint.pt").write_bytes(b"cut short")
+    capsys.readouterr()
+    train_job(cfg, folder)
+    said = capsys.readouterr().err
+    assert "checkpoint.pt is unreadable (damaged or cut short); starting this run afresh" in said
+    assert np.allclose(pd.read_csv(tmp_path / "metrics.csv")[NUMBERS], want[NUMBERS], equal_nan=True)
+
+
+def test_a_full_disk_ends_with_one_line_and_no_partial_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from deqexp import checkpoints
+
+    def disk_full(obj, path):
+        with open(path, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoints.torch, "save", disk_full)
+    code, out = in_process(capsys, "train", *SMALL, "trainer.epochs=3", "trainer.checkpoint_every=1",
+                           f"hydra.run.dir={tmp_path / 'r'}")
+    assert code == 2 and out.strip().count("\n") == 0, out
+    assert f"cannot write to {tmp_path / 'r'} (No space left on device" in out
+    assert not list((tmp_path / "r").glob("*.tmp")) and not (tmp_path / "r" / "checkpoint.pt").exists()

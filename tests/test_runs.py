@@ -103,6 +103,55 @@ def test_deqexp_eval_writes_the_metrics_and_takes_overrides(tmp_path, capsys):
     assert eval_main([str(tmp_path), "dataset.n_test=30"]) == 2  # no saved model there
 
 
+def test_eval_switches_a_group_as_hydra_composes_it(tmp_path, capsys):
+    cfg, folder = _job(tmp_path, "g", "trainer.ensemble.inits=[]")
+    train_job(cfg, folder)
+    plain = evaluate_run(deqexp.load_run(folder.path))
+    # the group replaced by its composed default, then the run's own values restored
+    same = evaluate_run(deqexp.load_run(folder.path, overrides=[
+        "dataset=smooth", "dataset.n_train=40", "dataset.n_test=12", "dataset.length=20"]))
+    assert [r["test_loss"] for r in same] == [r["test_loss"] for r in plain]
+    composed = deqexp.load_run(folder.path, overrides=["dataset=smooth", "dataset.length=20"]).cfg
+    assert composed.dataset.n_test == compose_config("dataset=smooth").dataset.n_test != 12
+
+
+@pytest.mark.parametrize("args, says", [
+    (["family=bernoulli"], "family cannot change at evaluation"),
+    (["model.width=50"], "model.width cannot change at evaluation"),
+    (["kernel.lengthscale=2.0"], "kernel.lengthscale cannot change at evaluation"),
+    (["dataset.n_test=abc"], "dataset.n_test='abc' is not valid: the run's value is 12 (int)"),
+    (["dataset=images"], "model=dense takes single-channel images"),
+    (["dataset=nope"], "dataset=nope"),
+    (["dataset.n_test"], "is not key=value"),
+    (["dataset.foo=1"], "unknown key 'dataset.foo'"),
+    (["--out", "{tmp}/no/such/folder/x.csv"], "is not a folder you can write to"),
+    (["@model.pt"], "model.pt is not a readable deqexp model"),
+    (["@config.yaml"], "config.yaml is not readable YAML"),
+])
+def test_every_bad_eval_input_is_one_line_and_exit_2(tmp_path, capsys, args, says):
+    cfg, folder = _job(tmp_path, "b", "trainer.ensemble.inits=[]")
+    train_job(cfg, folder)
+    capsys.readouterr()
+    if args[0].startswith("@"):  # a damaged file in the run's folder
+        (folder.path / args[0][1:]).write_bytes(b"\x00garbage: [unclosed\n")
+        args = []
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert eval_main([str(folder.path), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("deqexp eval: error:") and says in err[0], err
+
+
+def test_load_run_refuses_arguments_that_are_not_what_it_takes(tmp_path):
+    from deqexp.config import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a run's folder"):
+        deqexp.load_run(None)
+    cfg, folder = _job(tmp_path, "l", "trainer.ensemble.inits=[]")
+    train_job(cfg, folder)
+    with pytest.raises(ConfigError, match="must be a list of 'key=value' strings"):
+        deqexp.load_run(folder.path, overrides="dataset.n_test=5")
+
+
 @pytest.mark.slow
 def test_kill_9_then_rerun_resumes_to_the_same_metrics(tmp_path):
     args = [sys.executable, "-m", "deqexp.cli", "train", "dataset.n_train=150", "dataset.n_test=50",
