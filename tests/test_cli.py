@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from deqexp.logging import METRIC_COLUMNS
@@ -23,8 +24,11 @@ def _check_run(run_dir, epochs=2, members=1):
     assert len(df) == members * (epochs + 1)
     bwd = ["bwd_iters_mean", "bwd_residual", "bwd_converged_frac"]
     assert df.loc[df.epoch == 0, bwd].isna().all().all()  # epoch 0 precedes training
-    num = df.drop(columns=[*bwd, "init", "status", "scale"]).loc[df.epoch > 0]
+    num = df.drop(columns=[*bwd, "init", "status", "scale", "train_loss"]).loc[df.epoch > 0]
     assert num.map(lambda v: math.isfinite(v)).all().all()
+    # the training split is evaluated at the first and the last epoch (trainer.eval_train=false)
+    ends = df.epoch.isin([0, epochs])
+    assert np.isfinite(df.train_loss[ends]).all() and df.train_loss[~ends].isna().all()
     assert (run_dir / "COMPLETE").exists() and (run_dir / "config.yaml").exists()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["config"]["trainer"]["epochs"] == epochs

@@ -19,7 +19,7 @@ def test_reproduce_paper_smoke(tmp_path):
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     # NaN by design: std over one seed; kglm's comparison with itself
-    undefined = ["best_std_over_seeds", "kglm_beats", "overlaps_kglm"]
+    undefined = ["best_std_over_seeds", "kglm_beats", "overlaps_kglm", "pairs", "wins", "losses", "sign_p"]
     for name in ("e1_test_loss", "e1_equilibrium", "e2_sweep", "e2_convergence", "e2_construction",
                  "e3_sweep", "e4_agreement", "e5_timing", "e6_test_loss"):
         table = pd.read_csv(out / f"{name}.csv")
@@ -35,7 +35,9 @@ def test_reproduce_paper_smoke(tmp_path):
         assert f"## {exp}:" in report
     assert "No completed runs" not in report
     claims = json.loads((out / "claims.json").read_text())
-    assert claims["e4"]["held"] is True  # agreement to numerical precision at kglm init
+    assert claims["e4"]["verdict"] == "held"  # agreement to numerical precision at kglm init
+    # one or two seeds per comparison cannot reach p <= 0.05: no training claim can hold
+    assert all(claims[k]["verdict"] != "held" for k in ("e1", "e2", "e3", "e6")), claims
     e1 = pd.read_csv(out / "e1_test_loss.csv")
     assert set(e1.init) == {"kglm", "naive", "random"}
     # the stability diagnostic per init (E1) and per scale (E2), finite (checked above)

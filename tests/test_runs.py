@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import deqexp
 from deqexp import train as train_module
@@ -139,6 +140,29 @@ def test_every_bad_eval_input_is_one_line_and_exit_2(tmp_path, capsys, args, say
     assert eval_main([str(folder.path), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("deqexp eval: error:") and says in err[0], err
+
+
+class _RunsCode:
+    """Unpickling this creates a file: what a tampered model.pt or checkpoint.pt could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_saved_models_and_checkpoints_never_run_pickled_code(tmp_path, capsys):
+    cfg, folder = _job(tmp_path, "w", "trainer.ensemble.inits=[]")
+    train_job(cfg, folder)
+    marker = tmp_path / "code-ran"
+    torch.save({"final": _RunsCode(marker), "best": {}}, folder.path / "model.pt")
+    assert eval_main([str(folder.path)]) == 2 and not marker.exists()
+    assert "model.pt is not a readable deqexp model" in capsys.readouterr().err
+    (folder.path / "COMPLETE").unlink()
+    torch.save({"fingerprint": folder.fingerprint, "state": _RunsCode(marker)}, folder.path / "checkpoint.pt")
+    train_job(cfg, folder)  # starts afresh, says why
+    assert not marker.exists() and "checkpoint.pt is unreadable" in capsys.readouterr().err
 
 
 def test_load_run_refuses_arguments_that_are_not_what_it_takes(tmp_path):
