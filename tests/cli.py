@@ -19,3 +19,11 @@ def run_dir_args(path):
 
 def metrics(run_dir):
     return pd.read_csv(run_dir / "metrics.csv")
+
+
+def interruptible():
+    """``preexec_fn`` for a child that the test will send SIGINT: a shell that starts CI in the
+    background (no job control) passes SIGINT on as ignored, and Python then keeps ignoring it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

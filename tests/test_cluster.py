@@ -24,7 +24,7 @@ from deqexp.signals import StopRequested, StopSignals
 from deqexp.sweeps import main as status_main
 from deqexp.sweeps import sweep_status
 from deqexp.validation import check_sweep_axes
-from tests.cli import deqexp
+from tests.cli import deqexp, interruptible
 from tests.compose import compose_config
 
 CPU_NODE = "debug*|2|7900|(null)\n"     # sinfo -h -o '%P|%c|%m|%G' of a small CPU node
@@ -184,13 +184,14 @@ def test_the_interrupt_message_says_what_a_rerun_will_do(tmp_path, sig, says):
             "dataset.n_test=10", "logger.wandb.mode=offline", "trainer.checkpoint_every=1000",
             f"paths.output={tmp_path}"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_SILENT": "true"})
+                            env={**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_SILENT": "true"},
+                            preexec_fn=interruptible)
     deadline = time.time() + 120
     while not any(len(p.read_text().splitlines()) > 3 for p in tmp_path.rglob("metrics.csv")):
         assert time.time() < deadline
         time.sleep(0.2)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)  # W&B closes its run first
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and says in err and "Traceback" not in err, err[-2000:]
     assert not list(tmp_path.rglob("COMPLETE"))
     debug = list(tmp_path.rglob("debug.log"))

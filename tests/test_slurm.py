@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from deqexp.checkpoints import CHECKPOINT, read_checkpoint
-from tests.cli import deqexp
+from tests.cli import deqexp, interruptible
 
 pytestmark = pytest.mark.slurm
 
@@ -58,7 +58,8 @@ def cluster():
 
 def _popen(*args, cwd):
     return subprocess.Popen([sys.executable, "-m", "deqexp.cli", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **ENV})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **ENV},
+                            preexec_fn=interruptible)
 
 
 def _array_id(stdout: str) -> str:
