@@ -42,3 +42,24 @@ def kglm_deq(family_name, kernel, x_in, x_out, lam, solver="anderson", tol=1e-13
     initialise(m, [InitSpec("kglm", lam=lam)] * ensemble, list(range(ensemble)),
                kernel=kernel, x_in=x_in, x_out=x_out)
     return m
+
+
+def train_until_interrupted(monkeypatch, cfg, folder, epoch: int) -> None:
+    """Run ``train_job`` and stop it with a KeyboardInterrupt as epoch ``epoch`` starts."""
+    import pytest
+
+    from deqexp import train as train_module
+    from deqexp.runner import train_job
+
+    real, calls = train_module.train_epoch, []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_epoch", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_job(cfg, folder)
+    monkeypatch.setattr(train_module, "train_epoch", real)

@@ -10,13 +10,13 @@ import torch
 from omegaconf import OmegaConf
 
 from deqexp import cli, operators
-from deqexp import train as train_module
 from deqexp.config import ConfigError, _dirname, compose
 from deqexp.logging import RunFolder
 from deqexp.runner import _parallel_jobs, fingerprint, job_threads, train_job, usable_cores
 from deqexp.solvers import forward_iteration
 from deqexp.validation import validate
 from tests.compose import compose_config
+from tests.helpers import train_until_interrupted
 
 SMALL = ["dataset.n_train=32", "dataset.n_test=8", "dataset.length=20", "logger=csv",
          "logger.progress=false", "trainer.dtype=float64"]
@@ -88,18 +88,7 @@ def test_resume_cuts_the_rows_logged_after_the_checkpoint(tmp_path, monkeypatch)
     whole = RunFolder(tmp_path / "whole", fingerprint(cfg))
     train_job(cfg, whole)
     broken = RunFolder(tmp_path / "broken", fingerprint(cfg))
-    real, calls = train_module.train_epoch, []
-
-    def dies_in_epoch_7(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 7:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_epoch", dies_in_epoch_7)
-    with pytest.raises(KeyboardInterrupt):
-        train_job(cfg, broken)
-    monkeypatch.setattr(train_module, "train_epoch", real)
+    train_until_interrupted(monkeypatch, cfg, broken, 7)
     assert pd.read_csv(broken.path / "metrics.csv").epoch.max() == 6  # rows 5, 6 past the checkpoint
     train_job(cfg, broken)
     got, want = pd.read_csv(broken.path / "metrics.csv"), pd.read_csv(whole.path / "metrics.csv")

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import deqexp
-from deqexp import train as train_module
 from deqexp.logging import RunFolder
 from deqexp.runner import fingerprint, train_job
 from deqexp.runs import evaluate_run
 from deqexp.runs import main as eval_main
 from tests.compose import compose_config
+from tests.helpers import train_until_interrupted
 from tests.test_stability import _explicit
 
 RUN = ["dataset.n_train=40", "dataset.n_test=12", "dataset.length=20", "logger=csv",
@@ -39,18 +39,7 @@ def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, monkeypatc
     reference = pd.read_csv(whole.path / "metrics.csv")
 
     cfg, broken = _job(tmp_path, "broken")
-    real, calls = train_module.train_epoch, []
-
-    def dies_at_epoch_5(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_epoch", dies_at_epoch_5)
-    with pytest.raises(KeyboardInterrupt):
-        train_job(cfg, broken)
-    monkeypatch.setattr(train_module, "train_epoch", real)
+    train_until_interrupted(monkeypatch, cfg, broken, 5)
     assert not (broken.path / "COMPLETE").exists()
     assert pd.read_csv(broken.path / "metrics.csv").epoch.max() == 4
     train_job(cfg, broken)  # resumes from the checkpoint at epoch 4
