@@ -34,12 +34,12 @@ def _check_argv(argv: list[str]) -> str | None:
     message lists no choices) and an output folder that cannot be written."""
     from .config import CONF_DIR
 
+    roots = [Path(CONF_DIR) / "experiment"] + [Path(d) / "experiment" for d in _config_dirs(argv)]
+    presets = sorted({str(p.relative_to(root).with_suffix("")) for root in roots if root.is_dir()
+                      for p in root.rglob("*.yaml") if not p.name.startswith("_")})
     for arg in argv:
         key, _, value = arg.lstrip("+").partition("=")
         if key == "experiment" and value:
-            root = Path(CONF_DIR) / "experiment"
-            presets = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")
-                             if not p.name.startswith("_"))
             for name in value.split(","):
                 if name not in presets:
                     return f"experiment={name} does not exist; choose one of: {', '.join(presets)}"
@@ -48,6 +48,17 @@ def _check_argv(argv: list[str]) -> str | None:
             if problem:
                 return f"{key}={value} cannot be written ({problem}); choose a folder you can write to"
     return None
+
+
+def _config_dirs(argv: list[str]) -> list[str]:
+    """The folders given with ``--config-dir`` / ``-cd`` (Hydra adds them to its search path)."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            out.append(arg.split("=", 1)[1])
+    return out
 
 
 def _unwritable(path: Path) -> str | None:

@@ -274,17 +274,24 @@ def mnist(seed: int, root: str | None = None, n_train: int = 1000, n_test: int =
 
 # --------------------------------------------------------------------------- your own
 def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0,
-           loss: str = "mse", **_) -> Data:
+           loss: str = "mse", corruption: str = "none", noise_std: float = 0.2,
+           blur_low: float = 0.0, blur_high: float = 3.0, **_) -> Data:
     """Your own data: an ``.npz`` file (or a folder of ``.npy`` files) with ``train_input``,
     ``train_target``, ``test_input``, ``test_target``. Sequences are ``(N, n)`` inputs and
     ``(N, m)`` targets, at locations ``x_in`` ``(n, d)`` and ``x_out`` ``(m, d)`` (default:
     positions 0..n-1, and x_out = x_in when m = n); images are ``(N, C, H, W)``. ``n_train`` /
-    ``n_test`` > 0 take a random subset (by seed); ``loss`` is ``mse`` or ``bce``."""
+    ``n_test`` > 0 take a random subset (by seed); ``loss`` is ``mse`` or ``bce``. With a
+    ``corruption`` (noise, blur, flip; as the image data sets, e.g. under the E2/E3 presets)
+    the file holds clean images only, ``train_target`` and ``test_target``, and the inputs are
+    made from them by seed; ``corruption=none`` takes the file's inputs as they are."""
     if not path:
         raise DataError("dataset=arrays needs dataset.path=/path/to/data.npz (or a folder of .npy files)")
     if loss not in ("mse", "bce"):
         raise DataError(f"dataset=arrays: dataset.loss={loss!r}; choose mse or bce")
     a = read_arrays(path)
+    if corruption != "none":
+        a = _corrupted_inputs(a, corruption, _gen(seed), noise_std=noise_std, blur_low=blur_low,
+                              blur_high=blur_high)
     check_arrays(a)
     t = {k: torch.as_tensor(a[k].astype(np.float64)) for k in ARRAY_KEYS}
     gen = _gen(seed)
@@ -297,6 +304,30 @@ def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0
     x_in = array_locations(a, "x_in", n, torch.arange(n, dtype=torch.float64)[:, None])
     x_out = array_locations(a, "x_out", m, x_in if m == n else None)
     return Data(*parts, loss, "real", x_in, x_out)
+
+
+def _corrupted_inputs(a: dict, corruption: str, gen: torch.Generator, **opts) -> dict:
+    """The arrays with ``*_input`` made by corrupting the clean images ``*_target``."""
+    given = sorted(k for k in ("train_input", "test_input") if k in a)
+    if given:
+        raise DataError(f"dataset=arrays: dataset.corruption={corruption} makes the inputs from the clean "
+                        f"targets, but the file has {', '.join(given)}; leave them out, or set "
+                        "dataset.corruption=none to train on the file's own inputs")
+    out = dict(a)
+    for split in ("train", "test"):
+        key = f"{split}_target"
+        if key not in a:
+            raise DataError(f"dataset=arrays: key '{key}' is missing (found: {sorted(a) or 'nothing'}); "
+                            f"dataset.corruption={corruption} needs the clean images train_target and "
+                            "test_target")
+        y = a[key]
+        if y.ndim != 4 or not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
+            raise DataError(f"dataset=arrays: dataset.corruption={corruption} corrupts clean images; "
+                            f"'{key}' has shape {y.shape} and dtype {y.dtype}, not real "
+                            "(N, C, H, W)")
+        clean = torch.as_tensor(y.astype(np.float64))
+        out[f"{split}_input"] = corrupt(clean, corruption, gen, **opts).numpy()
+    return out
 
 
 DATASETS = {"smooth": smooth, "copy_memory": copy_memory, "images": skimage_images,

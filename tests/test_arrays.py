@@ -4,6 +4,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from deqexp.data import DataError, arrays
 from deqexp.logging import RunFolder
@@ -136,3 +137,49 @@ def test_unreadable_or_missing_files(tmp_path):
         arrays(0, str(tmp_path / "junk.npz"))
     with pytest.raises(DataError, match="dataset.path"):
         arrays(0, None)
+
+
+def _clean_images(n_train=6, n_test=4, size=12):
+    rng = np.random.default_rng(3)
+    return {"train_target": rng.uniform(0, 1, (n_train, 3, size, size)),
+            "test_target": rng.uniform(0, 1, (n_test, 3, size, size))}
+
+
+def test_a_paper_preset_runs_on_your_clean_images_with_its_corruption(tmp_path):
+    clean = _clean_images()
+    np.savez(tmp_path / "clean.npz", **clean)
+    path = f"dataset.path={tmp_path / 'clean.npz'}"
+    cfg = compose_config("experiment=paper/e2_smoke", "dataset=arrays", path)
+    assert cfg.dataset.corruption == "noise" and cfg.dataset.noise_std == 0.2  # the preset's
+    d = arrays(0, str(tmp_path / "clean.npz"), corruption="noise", noise_std=0.2)
+    # additive N(0, 0.2^2) noise drawn from the seed's generator, clipped to [0, 1]
+    gen = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        y = torch.as_tensor(clean[f"{split}_target"])
+        want = (y + 0.2 * torch.randn(y.shape, generator=gen, dtype=y.dtype)).clamp(0, 1)
+        assert torch.allclose(getattr(d, f"{split}_input"), want, atol=1e-12)
+        assert torch.equal(getattr(d, f"{split}_target"), y)
+    again = arrays(0, str(tmp_path / "clean.npz"), corruption="noise", noise_std=0.2)
+    assert torch.equal(again.train_input, d.train_input)  # by seed
+    assert not torch.equal(arrays(1, str(tmp_path / "clean.npz"), corruption="noise").train_input,
+                           d.train_input)
+    out = tmp_path / "run"
+    out.mkdir()
+    summary = train_job(compose_config("experiment=paper/e2_smoke", "dataset=arrays", "logger=csv",
+                                       "logger.progress=false", path), RunFolder(out, "x"))
+    assert {m["status"] for m in summary["members"]} <= {"completed", "diverged"}
+
+
+def test_arrays_taken_as_already_corrupted_or_refused_when_both_are_given(tmp_path):
+    d = {**_clean_images(), "train_input": np.zeros((6, 3, 12, 12)),
+         "test_input": np.zeros((4, 3, 12, 12))}
+    np.savez(tmp_path / "both.npz", **d)
+    given = arrays(0, str(tmp_path / "both.npz"), corruption="none")
+    assert float(given.train_input.abs().max()) == 0  # the file's own inputs
+    with pytest.raises(DataError, match="makes the inputs from the clean targets, but the file has "
+                                        "test_input, train_input; leave them out, or set "
+                                        "dataset.corruption=none"):
+        arrays(0, str(tmp_path / "both.npz"), corruption="noise")
+    np.savez(tmp_path / "seq.npz", **_sequences())
+    with pytest.raises(DataError, match="makes the inputs from the clean targets"):
+        arrays(0, str(tmp_path / "seq.npz"), corruption="blur")

@@ -2,6 +2,7 @@
 run identity, the folder lock, the completion marker, resume's cut of metrics.csv, per-seed
 batch order, W&B's copy of the metrics, joblib's threads, damping, Lanczos on clustered spectra."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -261,3 +262,20 @@ def test_a_full_disk_ends_with_one_line_and_no_partial_file(tmp_path, capsys, mo
     assert code == 2 and out.strip().count("\n") == 0, out
     assert f"cannot write to {tmp_path / 'r'} (No space left on device" in out
     assert not list((tmp_path / "r").glob("*.tmp")) and not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_a_preset_copied_into_a_users_config_dir_is_found(tmp_path, capsys):
+    from deqexp.config import CONF_DIR
+
+    mine = tmp_path / "my_conf" / "experiment"
+    mine.mkdir(parents=True)
+    text = (Path(CONF_DIR) / "experiment" / "paper" / "e1_smoke.yaml").read_text()
+    assert "seeds: 2}" in text
+    (mine / "mine.yaml").write_text(text.replace("seeds: 2}", "seeds: 1}"))
+    for args in (["--config-dir", str(tmp_path / "my_conf")], [f"--config-dir={tmp_path / 'my_conf'}"]):
+        code, out = in_process(capsys, "train", *args, "experiment=mine", "--cfg", "job")
+        assert code == 0, out
+        job = OmegaConf.create(out)
+        assert job.trainer.ensemble.seeds == 1 and job.trainer.epochs == 3 and job.name == "paper/e1/smoke"
+    code, out = in_process(capsys, "train", "experiment=mine", "--cfg", "job")
+    assert code == 2 and "experiment=mine does not exist" in out
