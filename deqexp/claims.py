@@ -29,6 +29,11 @@ def _loss(values: pd.Series) -> pd.Series:
     return values.where(np.isfinite(values), np.inf)
 
 
+def _diverged(rows: pd.DataFrame) -> pd.Series:
+    """Rows of a diverged member: marked so, or with a NaN/inf test loss."""
+    return (rows.status != "ok") | ~np.isfinite(rows.test_loss)
+
+
 def reported_epochs(last: int) -> list[int]:
     return sorted({0, last // 8, last // 4, last // 2, last})
 
@@ -103,8 +108,8 @@ def curves_table(df: pd.DataFrame) -> pd.DataFrame:
         at = df[df.epoch == e]
         kglm = _loss(at[at.init == "kglm"].test_loss)
         for init, g in at.groupby("init", sort=False):
-            dead = (g.status != "ok") | ~np.isfinite(g.test_loss)
-            v = _loss(g.test_loss.where(~dead, np.inf))
+            dead = _diverged(g)
+            v = g.test_loss.where(~dead, np.inf)
             row = {"init": init, "epoch": e, "seeds": len(v), "min": v.min(), "mean": v.mean(),
                    "mean_finished": v[~dead].mean(), "max": v.max(), "diverged": int(dead.sum()),
                    "fwd_residual": g.fwd_residual.mean(), "converged_frac": g.converged_frac.mean(),
@@ -223,8 +228,7 @@ def count_sensitivity(authors: pd.DataFrame, fewer: pd.DataFrame) -> tuple[float
 # --------------------------------------------------------------------------- E2 and E3
 def _seed_losses(g: pd.DataFrame) -> pd.DataFrame:
     """Rows with ``loss``: the test loss, +inf where the member diverged."""
-    dead = (g.status != "ok") | ~np.isfinite(g.test_loss)
-    return g.assign(loss=g.test_loss.where(~dead, np.inf))
+    return g.assign(loss=g.test_loss.where(~_diverged(g), np.inf))
 
 
 def best_scale_losses(df: pd.DataFrame, init: str, scale: float, epoch: int) -> pd.Series:
@@ -256,7 +260,7 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
                        best_converged_frac=per_scale.loc[best, "converged"],
                        median_over_scales=per_scale["mean"].median())
         row.update(converged_frac=g.converged_frac.mean(),
-                   diverged=int(((g.status != "ok") | ~np.isfinite(g.test_loss)).sum()), runs=len(g))
+                   diverged=int(_diverged(g).sum()), runs=len(g))
         if has_jacobian(g):
             zero = g.jac_norm == 0
             row.update(jac_norm_median=g.jac_norm.median(), jac_norm_zero=float(zero.mean()),

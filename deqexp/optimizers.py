@@ -39,12 +39,10 @@ class MemberAdam(torch.optim.Optimizer):
     def step(self, hold: list[Tensor | None] | None = None):
         """One update. ``hold[i]`` (bool ``(E,)``, or None) marks the members of the i-th
         parameter (in the order given) that keep their values and optimiser state."""
-        params = [p for g in self.param_groups for p in g["params"]]
-        holds = dict(zip(map(id, params), hold or [None] * len(params)))
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self._update(p, group, holds[id(p)])
+        pairs = [(p, g) for g in self.param_groups for p in g["params"]]
+        for (p, group), h in zip(pairs, hold or [None] * len(pairs)):
+            if p.grad is not None:
+                self._update(p, group, h)
 
     def _update(self, p: Tensor, group: dict, hold: Tensor | None) -> None:
         grad = p.grad

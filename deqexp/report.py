@@ -260,11 +260,11 @@ def _others_note(ctx: Context) -> str:
             "results, or a copy of a counted run); no claim above uses them.\n\n" + "\n".join(lines) + "\n")
 
 
-def report(root: Path, profile: str, out: Path) -> tuple[dict, Context]:
-    """Build every table and figure that the runs on disk allow; return the claims and what
-    was found."""
+def report(ctx: Context) -> dict:
+    """Build every table and figure that the runs on disk allow; return the claims."""
+    profile, out = ctx.profile, ctx.out
     out.mkdir(parents=True, exist_ok=True)
-    ctx, sections, found = Context(root, profile, out), [], {}
+    sections, found = [], {}
     for key, (title, build) in SECTIONS.items():
         result = build(ctx)
         if result is None:
@@ -279,18 +279,14 @@ def report(root: Path, profile: str, out: Path) -> tuple[dict, Context]:
     header = HEADER.format(profile=profile, alpha=claims.ALPHA)
     (out / "REPORT.md").write_text(header + "\n" + "\n".join(s for s in sections if s))
     (out / "claims.json").write_text(json.dumps(found, indent=2, default=str))
-    return found, ctx
+    return found
 
 
-def incomplete(root: Path, profile: str) -> dict[str, str]:
+def incomplete(ctx: Context) -> dict[str, str]:
     """The experiments of the profile that lack a completed run of some preset job:
     experiment -> 'k of n jobs'."""
-    out = {}
-    for exp in EXPERIMENTS:
-        f = completed_runs(root, exp, profile)
-        if not f.complete:
-            out[exp] = f"{len(f.runs)} of {f.expected} jobs"
-    return out
+    found = {exp: ctx.completed(exp) for exp in EXPERIMENTS}
+    return {exp: f"{len(f.runs)} of {f.expected} jobs" for exp, f in found.items() if not f.complete}
 
 
 def _is_committed(out: Path) -> bool:
@@ -315,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"write {COMMITTED} although some experiment of the profile is incomplete")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else args.root / "report" / args.profile
+    ctx = Context(args.root, args.profile, out)  # the runs found once, for the check and the report
     if _is_committed(out) and not args.overwrite_results:
-        missing = incomplete(args.root, args.profile)
+        missing = incomplete(ctx)
         if missing:
             print(f"deqexp report: error: {out} holds the committed report and the {args.profile} "
                   "profile is not complete here (" + "; ".join(f"{e}: {n}" for e, n in missing.items())
@@ -324,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.profile}), write elsewhere with --out DIR, or replace it anyway with "
                   "--overwrite-results", file=sys.stderr)
             return 2
-    found, _ = report(args.root, args.profile, out)
+    found = report(ctx)
     for key, c in found.items():
         print(f"{key}: {c['verdict']}: {c['evidence']}")
     missing = [k for k in SECTIONS if k not in found]

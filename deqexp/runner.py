@@ -218,7 +218,7 @@ def run_from_hydra(cfg) -> dict | None:
             stop.forward(err.signum)  # submitit requeues on SIGUSR2 (and exits)
         raise SystemExit(130) from None
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             _record_failure(folder, err)
             raise
         print(f"deqexp train: error: cannot write to {run_dir} ({err.strerror}: {err.filename or ''}); "

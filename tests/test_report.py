@@ -27,14 +27,15 @@ def test_only_the_presets_runs_count_and_the_others_are_listed(tmp_path):
     other = _fake_run(tmp_path, "e1", "smoke", "experiment=paper_e1_smoke,trainer.epochs=3", "0123abcd",
                       {"kglm": [v + 0.5 for v in five], "naive": five, "random": five})
     out = tmp_path / "out"
-    found, ctx = report.report(tmp_path, "smoke", out)
+    ctx = report.Context(tmp_path, "smoke", out)
+    found = report.report(ctx)
     assert found["e1"]["verdict"] == "held" and found["e1"]["runs"] == 1
     assert "over 5 seeds" in found["e1"]["evidence"]
     assert ctx.found["e1"].others == [other] and ctx.found["e1"].complete
     text = (out / "REPORT.md").read_text()
     assert "## Other runs (not counted)" in text and "trainer.epochs=3" in text
     assert json.loads((out / "claims.json").read_text())["e1"]["held"] is True
-    missing = report.incomplete(tmp_path, "smoke")
+    missing = report.incomplete(report.Context(tmp_path, "smoke", out))
     assert "e1" not in missing and missing["e2"] == "0 of 1 jobs"
 
 

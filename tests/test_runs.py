@@ -1,6 +1,7 @@
 """Long runs: checkpoints and resume, saved models, reloading and evaluating (issue 11)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -93,9 +94,24 @@ def test_deqexp_eval_writes_the_metrics_and_takes_overrides(tmp_path, capsys):
     assert eval_main([str(tmp_path), "dataset.n_test=30"]) == 2  # no saved model there
 
 
-def test_eval_switches_a_group_as_hydra_composes_it(tmp_path, capsys):
-    cfg, folder = _job(tmp_path, "g", "trainer.ensemble.inits=[]")
+@pytest.fixture(scope="module")
+def _trained_once(tmp_path_factory):
+    """One finished single-member run, trained once for the evaluation tests below."""
+    cfg, folder = _job(tmp_path_factory.mktemp("trained"), "run", "trainer.ensemble.inits=[]")
     train_job(cfg, folder)
+    return cfg, folder
+
+
+@pytest.fixture
+def finished(_trained_once, tmp_path):
+    """A copy of that run for one test to read or damage: (config, RunFolder)."""
+    cfg, folder = _trained_once
+    shutil.copytree(folder.path, tmp_path / "run")
+    return cfg, RunFolder(tmp_path / "run", folder.fingerprint)
+
+
+def test_eval_switches_a_group_as_hydra_composes_it(finished):
+    cfg, folder = finished
     plain = evaluate_run(deqexp.load_run(folder.path))
     # the group replaced by its composed default, then the run's own values restored
     same = evaluate_run(deqexp.load_run(folder.path, overrides=[
@@ -118,9 +134,8 @@ def test_eval_switches_a_group_as_hydra_composes_it(tmp_path, capsys):
     (["@model.pt"], "model.pt is not a readable deqexp model"),
     (["@config.yaml"], "config.yaml is not readable YAML"),
 ])
-def test_every_bad_eval_input_is_one_line_and_exit_2(tmp_path, capsys, args, says):
-    cfg, folder = _job(tmp_path, "b", "trainer.ensemble.inits=[]")
-    train_job(cfg, folder)
+def test_every_bad_eval_input_is_one_line_and_exit_2(finished, tmp_path, capsys, args, says):
+    cfg, folder = finished
     capsys.readouterr()
     if args[0].startswith("@"):  # a damaged file in the run's folder
         (folder.path / args[0][1:]).write_bytes(b"\x00garbage: [unclosed\n")
@@ -141,9 +156,9 @@ class _RunsCode:
         return (open, (self.marker, "w"))
 
 
-def test_saved_models_and_checkpoints_never_run_pickled_code(tmp_path, capsys):
-    cfg, folder = _job(tmp_path, "w", "trainer.ensemble.inits=[]")
-    train_job(cfg, folder)
+def test_saved_models_and_checkpoints_never_run_pickled_code(finished, tmp_path, capsys):
+    cfg, folder = finished
+    capsys.readouterr()
     marker = tmp_path / "code-ran"
     torch.save({"final": _RunsCode(marker), "best": {}}, folder.path / "model.pt")
     assert eval_main([str(folder.path)]) == 2 and not marker.exists()
@@ -154,13 +169,12 @@ def test_saved_models_and_checkpoints_never_run_pickled_code(tmp_path, capsys):
     assert not marker.exists() and "checkpoint.pt is unreadable" in capsys.readouterr().err
 
 
-def test_load_run_refuses_arguments_that_are_not_what_it_takes(tmp_path):
+def test_load_run_refuses_arguments_that_are_not_what_it_takes(finished):
     from deqexp.config import ConfigError
 
     with pytest.raises(ConfigError, match="needs a run's folder"):
         deqexp.load_run(None)
-    cfg, folder = _job(tmp_path, "l", "trainer.ensemble.inits=[]")
-    train_job(cfg, folder)
+    cfg, folder = finished
     with pytest.raises(ConfigError, match="must be a list of 'key=value' strings"):
         deqexp.load_run(folder.path, overrides="dataset.n_test=5")
 
