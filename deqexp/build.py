@@ -211,7 +211,8 @@ def build_model(cfg, job: JobData, members: list[Member], device, dtype):
         c, h, w = meta.train_input.shape[1:]
         model = ConvDEQ(c, cfg.model.kernel_size, family, e, padding=cfg.model.padding,
                         solver=solver, gradient=gradient, readout=cfg.model.readout,
-                        norm_method=cfg.model.norm_method, dtype=torch.float64)
+                        norm_method=cfg.model.norm_method, tie_readout=cfg.model.tie_readout,
+                        dtype=torch.float64)
         initialise(model, specs, seeds, image_size=(h, w))
     else:
         n_in, n_out = meta.x_in.shape[0], meta.x_out.shape[0]

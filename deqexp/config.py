@@ -77,6 +77,8 @@ class ModelConf:
     padding: str = "zeros"       # conv: zeros | circular
     norm_method: str = "exact"   # conv operator norms, for the kglm init's lambda and in the
                                  # metrics alike: exact | dft (the authors') | bound
+    tie_readout: bool = False    # conv: the readout uses the layer's filters, V = W and Q = U
+                                 # (the authors' E2 model: half the parameters)
 
 
 @dataclass
@@ -86,6 +88,8 @@ class OptimConf:
     weight_decay: float = 0.0
     schedule: str = "none"       # none | cosine (annealed over all steps)
     eta_min: float = 1e-6
+    anneal_extra_epochs: int = 0  # cosine T_max = (epochs + this) x batches per epoch; the
+                                  # authors' E2 code anneals over one epoch more than it trains
 
 
 @dataclass

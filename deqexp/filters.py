@@ -94,8 +94,10 @@ def multichannel_filters(lengthscales, radius: int, coupling: float = 0.0,
     ``construction="pd"``: ``sum_q (e_q e_q^T) (x) k_q + coupling/C * 1 1^T (x) k_bar``,
     each ``k_q`` a triangle-windowed SE with channel q's length-scale and ``k_bar``
     one with their mean: PSD as a whole for ``coupling >= 0``.
-    ``construction="paper"``: the authors' filters, a truncated SE per output
-    channel, symmetrised over channel pairs (may be indefinite).
+    ``construction="paper"``: the authors' filter bank, a truncated SE ``k_q`` per channel
+    with ``F[i, i] = k_i`` and ``F[i, j] = k_max(i,j) / 2`` for ``i != j`` (their code fills
+    the lower triangle with the larger index's filter and averages it with its transpose);
+    it may be indefinite.
     """
     ls = [float(v) for v in lengthscales]
     c = len(ls)
@@ -110,6 +112,8 @@ def multichannel_filters(lengthscales, radius: int, coupling: float = 0.0,
     if construction == "paper":
         per = torch.stack([window_filter(SquaredExponential(max(ell, 1e-6)), radius, "truncate", dtype)
                            for ell in ls])
-        out = per[:, None].expand(c, c, *per.shape[1:])
-        return 0.5 * (out + out.transpose(0, 1))
+        idx = torch.arange(c)
+        larger = torch.maximum(idx[:, None], idx[None, :])          # max(i, j) per pair
+        weight = torch.where(idx[:, None] == idx[None, :], 1.0, 0.5).to(dtype)
+        return per[larger] * weight[:, :, None, None]
     raise ValueError(f"unknown construction '{construction}'; choose 'pd' or 'paper'")

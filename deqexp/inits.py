@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import operators
@@ -45,6 +46,8 @@ class InitSpec:
     coupling: float = 0.0              # conv 'pd': weight of the shared cross-channel term
     lengthscale_low: float = 0.0       # conv: per-channel length-scales ~ U(low, high)
     lengthscale_high: float = 4.0
+    lengthscale_rng: str = "torch"     # conv kglm: draw them with the member's torch generator, or
+                                       # 'numpy' as the authors (np.random.seed(seed), then uniform)
     prior_mean: float = 0.0            # dense kglm: constant prior mean of f, as biases b and c
 
     def __post_init__(self):
@@ -110,9 +113,25 @@ def dense_member(spec: InitSpec, kernel: Kernel, x_in: Tensor, x_out: Tensor,
     return {**out, **zeros_b}
 
 
+def conv_lengthscales(spec: InitSpec, channels: int, gen: torch.Generator, seed: int,
+                      dtype=torch.float64) -> Tensor:
+    """Per-channel length-scales ~ U(low, high) of a conv kglm member.
+
+    ``lengthscale_rng="numpy"`` takes the first draws of numpy's generator seeded with the
+    member's seed, as the authors' code does after ``np.random.seed(seed)`` (so seed s is
+    their seed s); ``"torch"`` draws from the member's own generator.
+    """
+    lo, hi = spec.lengthscale_low, spec.lengthscale_high
+    if spec.lengthscale_rng == "numpy":
+        ls = torch.from_numpy(np.random.RandomState(int(seed)).uniform(lo, hi, channels)).to(dtype)
+    else:
+        ls = lo + (hi - lo) * torch.rand(channels, generator=gen, dtype=dtype)
+    return ls.clamp_min(1e-3)
+
+
 def conv_member(spec: InitSpec, channels: int, kernel_size: int, image_size: tuple[int, int],
                 padding: str, gen: torch.Generator, dtype=torch.float64,
-                norm_method: str = "exact") -> dict[str, Tensor]:
+                norm_method: str = "exact", seed: int = 0) -> dict[str, Tensor]:
     """Filters W, U, V, Q of one convolutional member (hidden channels = input channels)."""
     r, c = kernel_size // 2, channels
     shape = (c, c, kernel_size, kernel_size)
@@ -122,8 +141,7 @@ def conv_member(spec: InitSpec, channels: int, kernel_size: int, image_size: tup
             out["Q"] = torch.zeros(shape, dtype=dtype)
         return out
     if spec.name == "kglm":
-        lo, hi = spec.lengthscale_low, spec.lengthscale_high
-        ls = (lo + (hi - lo) * torch.rand(c, generator=gen, dtype=dtype)).clamp_min(1e-3)
+        ls = conv_lengthscales(spec, c, gen, seed, dtype)
         filt = multichannel_filters(ls.tolist(), r, spec.coupling, spec.construction, dtype)
     else:
         filt = multichannel_filters([spec.naive_lengthscale] * c, r, 0.0, "pd", dtype)
@@ -151,11 +169,12 @@ def initialise(model: DenseDEQ | ConvDEQ, specs: list[InitSpec], seeds: list[int
             gen = torch.Generator().manual_seed(int(seed))
             if isinstance(model, ConvDEQ):
                 weights = conv_member(spec, model.W.shape[1], model.W.shape[-1], image_size,
-                                      model.padding, gen, norm_method=model.norm_method)
+                                      model.padding, gen, norm_method=model.norm_method, seed=seed)
             else:
                 weights = dense_member(spec, kernel, x_in, x_out, model.W.shape[1], gen)
             for name, value in weights.items():
-                getattr(model, name)[e] = value.to(getattr(model, name).dtype)
+                if name in model._parameters:  # a tied readout has no V, Q of its own
+                    getattr(model, name)[e] = value.to(getattr(model, name).dtype)
     frozen_q = torch.tensor([s.freeze_q and s.name == "random" for s in specs])
     if frozen_q.any():
         model.freeze("Q", frozen_q)

@@ -44,6 +44,7 @@ class _DEQ(nn.Module):
     """
 
     readout_mean: bool = False
+    tied: dict[str, str] = {}   # readout parameter -> the layer parameter it is (tie_readout)
 
     def __init__(self, family: Family, ensemble: int, solver: SolverSettings | None,
                  gradient: GradientSettings | None, readout: str, member_chunk: int | None = None):
@@ -73,7 +74,10 @@ class _DEQ(nn.Module):
 
     def members(self, sl: slice = slice(None)) -> SimpleNamespace:
         """The parameters of members ``sl`` (views: gradients flow to the stacked tensors)."""
-        return SimpleNamespace(**{n: q[sl] for n, q in self._parameters.items()})
+        p = SimpleNamespace(**{n: q[sl] for n, q in self._parameters.items()})
+        for tied, source in self.tied.items():  # a tied readout uses the layer's own filters
+            setattr(p, tied, getattr(p, source))
+        return p
 
     def _groups(self) -> list[slice]:
         c = self.member_chunk
@@ -161,6 +165,9 @@ class _DEQ(nn.Module):
 
     def freeze(self, name: str, members: Tensor | None = None) -> None:
         """Stop training parameter ``name`` for the given members (all by default)."""
+        if name not in self._parameters:
+            raise ValueError(f"{type(self).__name__} has no parameter {name} of its own to freeze "
+                             f"(it has {list(self._parameters)})")
         mask = torch.ones(self.ensemble, dtype=torch.bool) if members is None else members
         self.frozen[name] = mask.clone()
 
@@ -246,13 +253,17 @@ class DenseDEQ(_DEQ):
 
 
 class ConvDEQ(_DEQ):
-    """Convolutional DEQ on ``(E, B, C, H, W)`` images, 'same' size, no bias."""
+    """Convolutional DEQ on ``(E, B, C, H, W)`` images, 'same' size, no bias.
+
+    ``tie_readout=True`` makes the readout's filters the layer's own (``V = W``, ``Q = U``, as
+    one parameter each, so the gradient of both uses adds up), as in the authors' E2 code.
+    """
 
     def __init__(self, channels: int, kernel_size: int, family: Family, ensemble: int = 1,
                  hidden: int | None = None, padding: str = "zeros",
                  solver: SolverSettings | None = None, gradient: GradientSettings | None = None,
                  readout: str = "mean", norm_method: str = "exact", member_chunk: int | None = None,
-                 dtype=torch.float32):
+                 tie_readout: bool = False, dtype=torch.float32):
         super().__init__(family, ensemble, solver, gradient, readout, member_chunk)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
@@ -260,7 +271,13 @@ class ConvDEQ(_DEQ):
             raise ValueError(f"padding must be 'zeros' or 'circular', got '{padding}'")
         h, c, k, e = hidden or channels, channels, kernel_size, ensemble
         z = lambda co, ci: nn.Parameter(torch.zeros(e, co, ci, k, k, dtype=dtype))  # noqa: E731
-        self.W, self.U, self.V, self.Q = z(h, h), z(h, c), z(c, h), z(c, c)
+        self.W, self.U = z(h, h), z(h, c)
+        if tie_readout:  # the authors' E2 model: V is W and Q is U (one set of filters, trained once)
+            if h != c:
+                raise ValueError(f"tie_readout needs hidden channels == channels, got {h} and {c}")
+            self.tied = {"V": "W", "Q": "U"}
+        else:
+            self.V, self.Q = z(c, h), z(c, c)
         self.padding, self.norm_method = padding, norm_method
 
     def _conv(self, filters: Tensor, x: Tensor) -> Tensor:

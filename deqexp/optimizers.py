@@ -74,11 +74,14 @@ class MemberAdam(torch.optim.Optimizer):
         state.update(step=step, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
 
 
-def make_optimizer(cfg, model, steps: int):
-    """The optimiser and (optionally) the cosine schedule of ``cfg.optim`` over ``steps``."""
+def make_optimizer(cfg, model, batches_per_epoch: int):
+    """The optimiser and (optionally) the cosine schedule of ``cfg.optim``: annealed over
+    ``(trainer.epochs + optim.anneal_extra_epochs) * batches_per_epoch`` steps (the authors'
+    E2 code takes one epoch more than it trains, so it never reaches ``eta_min``)."""
     o = cfg.optim
     opt = MemberAdam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, adam=o.name == "adam")
     sched = None
     if o.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=o.eta_min)
+        t_max = (cfg.trainer.epochs + o.anneal_extra_epochs) * batches_per_epoch
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, t_max), eta_min=o.eta_min)
     return opt, sched

@@ -173,7 +173,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
     t_start = time.perf_counter()
     loss_kind, bs, epochs = job.meta.loss, cfg.trainer.batch_size, cfg.trainer.epochs
     n_train = job.train_x.shape[1]
-    opt, sched = make_optimizer(cfg, model, epochs * math.ceil(n_train / (bs or n_train)))
+    opt, sched = make_optimizer(cfg, model, math.ceil(n_train / (bs or n_train)))
     gens = [torch.Generator().manual_seed(s + 1_000_003) for s in job.seeds]
     state = LoopState.start(model, torch.ones(len(members), dtype=torch.bool, device=device))
     if resume is not None:

@@ -104,6 +104,14 @@ def validate(cfg) -> None:
     _library_check("kernel", lambda: build_kernel(**OmegaConf.to_container(cfg.kernel)))
     _library_check("family", lambda: get_family(cfg.family.name, cfg.family.trials, cfg.family.classes))
     _choice("init.construction", cfg.init.construction, ("pd", "paper"))
+    _choice("init.lengthscale_rng", cfg.init.lengthscale_rng, ("torch", "numpy"))
+    _positive("optim.anneal_extra_epochs", cfg.optim.anneal_extra_epochs, strict=False)
+    if cfg.model.tie_readout and cfg.model.kind != "conv":
+        raise ConfigError("model.tie_readout=true is for model=conv (its readout filters have the "
+                          "layer's shape); a dense readout V (outputs x width) cannot be W")
+    if cfg.model.tie_readout and cfg.init.freeze_q:
+        raise ConfigError("init.freeze_q=true fixes Q at 0, but model.tie_readout=true makes Q the "
+                          "input filters U; set one of them to false")
     _choice("model.norm_method", cfg.model.norm_method, ("exact", "dft", "bound"))
     _choice("model.kind", cfg.model.kind, ("dense", "conv"))
     _choice("model.readout", cfg.model.readout, ("natural", "mean"))

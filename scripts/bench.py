@@ -287,7 +287,7 @@ def bench_runner(device, repeat: int, quick: bool):
         members = members_from_config(cfg)
         job = load_job_data(cfg, members, device, torch.float32)
         model = build_model(cfg, job, members, device, torch.float32)
-        opt, sched = make_optimizer(cfg, model, 10)
+        opt, sched = make_optimizer(cfg, model, 2)
         gens = [torch.Generator().manual_seed(1)]
         alive = torch.ones(len(members), dtype=torch.bool, device=device)
         bs, kind = cfg.trainer.batch_size, job.meta.loss

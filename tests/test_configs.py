@@ -20,6 +20,8 @@ ROOT = Path(CONF_DIR) / "experiment"
 PRESETS = sorted(str(p.relative_to(ROOT).with_suffix("")) for p in ROOT.rglob("*.yaml")
                  if not p.name.startswith("_"))
 AUTHORS = ("paper/e1", "paper/e2", "paper/e3")  # presets that claim the authors' solver
+ISSUE19 = {"model.tie_readout": (False, True), "init.lengthscale_rng": ("torch", "numpy"),
+           "optim.anneal_extra_epochs": (0, 1)}  # key: (default, E2/E3 presets)
 NEW_SOLVER_KEYS = {"counting": "standard", "residual_eps": 0.0, "jacobian_at": "solution",
                    "check_every": None, "memory": None, "damping": 1.0}
 
@@ -60,6 +62,8 @@ def _intended(key, old, new, old_all, new_all, preset) -> bool:
         return old is True and new is False and (preset == "default" or analysis)
     if key == "trainer.jac_samples":  # issue 11: a diagnostic column; training is unchanged
         return old == "<absent>" and new == 8
+    if key in ISSUE19:  # the authors' E2 model, length-scales and schedule, in their presets only
+        return old == "<absent>" and new == ISSUE19[key][preset.startswith(("paper/e2", "paper/e3"))]
     if key.startswith("solver."):
         part, name = key.split(".")[1:]
         authors = preset.startswith(AUTHORS) and not preset.startswith("paper/e1_converged")

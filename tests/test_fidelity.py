@@ -5,17 +5,22 @@ protocol describes it (forward routine with one application before the loop, who
 residual with ``1e-5 +``, one more application with gradients, a backward hook that runs the
 same routine on ``u -> u J + g`` from ``u = g`` with J taken at that last application's
 output; full-batch Adam for E1, batches of 10 with cosine-annealed Adam for E2; Q trained for
-kglm and naive, fixed at 0 for random). deqexp's presets must give the same train and test
-losses, epoch by epoch, to 1e-8 in float64.
+kglm and naive, fixed at 0 for random). For E2 it also builds the authors' initial filters from
+their formulas (numpy length-scales after ``np.random.seed``, the truncated SE bank with
+``k_max(i,j) / 2`` across channels, lambda from the DFT norm) and trains their one model
+instance: the readout tied to the layer, cosine ``T_max = (epochs + 1) x batches``. deqexp's
+presets must give the same train and test losses, epoch by epoch, to 1e-8 in float64.
 """
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
 from deqexp.build import build_model, load_job_data, members_from_config
+from deqexp.filters import multichannel_filters
 from deqexp.logging import RunFolder
 from deqexp.runner import train_job
 from deqexp.solvers import SolverSettings
@@ -156,26 +161,78 @@ def test_e1_preset_matches_the_authors_loop_for_every_init(tmp_path):
         _compare(metrics, m.index, rows)
 
 
+def authors_lengthscales(seed, channels, low=0.0, high=4.0):
+    """Their per-channel length-scales: numpy's first draws after ``np.random.seed(seed)``."""
+    np.random.seed(seed)
+    return np.random.uniform(low, high, channels)
+
+
+def authors_filter_bank(lengthscales, kernel_size=5):
+    """Their filters: a squared exponential per channel cut off at the window edge; the lower
+    triangle (j <= i) gets channel i's, then the bank is averaged with its transpose."""
+    r = kernel_size // 2
+    x = np.arange(kernel_size) - r
+    d2 = x[:, None] ** 2 + x[None, :] ** 2
+    c = len(lengthscales)
+    k = np.zeros((c, c, kernel_size, kernel_size))
+    for i, ell in enumerate(lengthscales):
+        for j in range(i + 1):
+            k[i, j] = np.exp(-d2 / (2 * max(ell, 1e-3) ** 2))
+    return (k + k.transpose(1, 0, 2, 3)) / 2
+
+
+def authors_dft_norm(k, size):
+    """Their lambda's numerator: the largest singular value of the filters' DFT over the image."""
+    t = np.fft.fft2(k.transpose(2, 3, 0, 1), size, axes=[0, 1])
+    return float(np.linalg.svd(t, compute_uv=False).max())
+
+
+def authors_kglm_filters(seed, channels, scale, size):
+    k = authors_filter_bank(authors_lengthscales(seed, channels))
+    lam = authors_dft_norm(k, size) / scale
+    return torch.from_numpy(-k / lam), torch.from_numpy(k / lam)
+
+
+def test_paper_filter_bank_is_the_authors_formula_on_three_channels():
+    ls = [2.0, 3.0, 0.7]
+    got = multichannel_filters(ls, 2, construction="paper")
+    assert torch.allclose(got, torch.from_numpy(authors_filter_bank(ls)), atol=1e-15)
+    centre = got[:, :, 2, 2]
+    assert torch.equal(centre, torch.tensor([[1, .5, .5], [.5, 1, .5], [.5, .5, 1]], dtype=got.dtype))
+
+
+def _authors_e2_members(cfg, members, init, image_size):
+    """Each member's initial filters as the authors' code makes them, with the readout tied."""
+    out = {}
+    for m in members:
+        if m.spec.name == "kglm":
+            w, u = authors_kglm_filters(m.seed, init["W"].shape[2], m.spec.scale, image_size)
+            assert torch.allclose(init["W"][m.index], w, atol=1e-12), (m.spec.scale, "W")
+            assert torch.allclose(init["U"][m.index], u, atol=1e-12), (m.spec.scale, "U")
+        p = {n: init[n][m.index].clone().requires_grad_() for n in "WU"}
+        out[m.index] = {**p, "V": p["W"], "Q": p["U"]}  # one model instance: V is W, Q is U
+    return out
+
+
 # E3 is E2's loop on blurred images: the fast suite checks E2, the slow one both
 @pytest.mark.parametrize("preset", ["e2_quick", pytest.param("e3_quick", marks=pytest.mark.slow)])
 def test_e2_preset_matches_the_authors_loop(tmp_path, preset):
     epochs, batch = 2, 10
     cfg, members, init, job, metrics = _deqexp_run(tmp_path, [
-        f"experiment=paper/{preset}", "dataset.n_train=20", "dataset.n_test=10",
+        f"experiment=paper/{preset}", "dataset.n_train=20", "dataset.n_test=10", "trainer.seed=3",
         f"trainer.epochs={epochs}", "trainer.ensemble.scales=[0.5,1.5]"])  # 1.5: the iteration cap binds
+    assert sorted(init) == ["U", "W"]  # 450 trainable values per member at 3 channels, as theirs
     fwd = cfg.solver.forward
     xtr, ytr, xte, yte = job.train_x[0], job.train_y[0], job.test_x[0], job.test_y[0]
-    steps = epochs * math.ceil(len(xtr) / batch)
+    batches = math.ceil(len(xtr) / batch)
+    params = _authors_e2_members(cfg, members, init, tuple(xtr.shape[-2:]))
     for m in members:
-        p = {n: init[n][m.index].clone() for n in "WUVQ"}
-        if m.spec.name == "kglm":  # V, Q share W, U's filters; recurrent negative, input positive
-            assert torch.equal(p["V"], p["W"]) and torch.equal(p["Q"], p["U"])
-            assert torch.allclose(p["W"], -p["U"])
-        for n in p:
-            p[n].requires_grad_()
+        p = params[m.index]
         net = ConvRef(p, fwd.tol, fwd.max_iter)
-        opt = torch.optim.Adam(list(p.values()), lr=cfg.optim.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=cfg.optim.eta_min)
+        opt = torch.optim.Adam([p["W"], p["U"]], lr=cfg.optim.lr)
+        # their T_max: (epochs + 1) x batches per epoch, one epoch more than they train
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=(epochs + 1) * batches,
+                                                           eta_min=cfg.optim.eta_min)
         order = torch.Generator().manual_seed(cfg.trainer.seed + 1_000_003)  # deqexp's batch order
         rows = [(0, _mse_in_batches(net, xtr, ytr, batch), _mse_in_batches(net, xte, yte, batch))]
         for epoch in range(1, epochs + 1):
@@ -188,6 +245,29 @@ def test_e2_preset_matches_the_authors_loop(tmp_path, preset):
                 sched.step()
             rows.append((epoch, _mse_in_batches(net, xtr, ytr, batch), _mse_in_batches(net, xte, yte, batch)))
         _compare(metrics, m.index, rows)
+
+
+def test_e2_epoch0_test_loss_on_your_patches_is_the_authors(tmp_path):
+    # patches and noise as the authors saved them: clean targets and noisy inputs, taken as they are
+    gen = np.random.default_rng(5)
+    clean = {k: gen.uniform(0, 1, (n, 3, 8, 8)) for k, n in (("train", 10), ("test", 10))}
+    noisy = {k: np.clip(v + 0.2 * gen.standard_normal(v.shape), 0, 1) for k, v in clean.items()}
+    path = tmp_path / "patches.npz"
+    np.savez(path, train_input=noisy["train"], train_target=clean["train"],
+             test_input=noisy["test"], test_target=clean["test"])
+    scales = [0.1, 1.0, 1.04, 4.0]
+    seed = 11
+    metrics = _deqexp_run(tmp_path, [
+        "experiment=paper/e2_quick", "dataset=arrays", f"dataset.path={path}", "dataset.corruption=none",
+        "dataset.n_train=0", "dataset.n_test=0", "trainer.epochs=1", "trainer.ensemble.inits=[kglm]",
+        f"trainer.ensemble.scales=[{','.join(map(str, scales))}]", f"trainer.seed={seed}"])[-1]
+    x, y = torch.from_numpy(noisy["test"]), torch.from_numpy(clean["test"])
+    for i, scale in enumerate(scales):
+        w, u = authors_kglm_filters(seed, 3, scale, (8, 8))
+        net = ConvRef({"W": w, "U": u, "V": w, "Q": u}, 1e-2, 50)
+        expect = _mse_in_batches(net, x, y, 10)
+        row = metrics[(metrics.member == i) & (metrics.epoch == 0)].iloc[0]
+        assert abs(row.test_loss - expect) <= TOL * expect, (scale, row.test_loss, expect)
 
 
 @pytest.mark.parametrize("scale", [1e-7, 1e-5, 1.0])

@@ -113,7 +113,7 @@ def test_the_loop_holds_a_member_marked_dead_with_its_moments():
     # a healthy member marked dead after an epoch of training (its Adam moments are non-zero):
     # the loop must leave its parameters and optimiser state exactly as they were
     cfg, job, model = _built("trainer.ensemble.seeds=2", "trainer.batch_size=8")
-    opt, sched = make_optimizer(cfg, model, 30)
+    opt, sched = make_optimizer(cfg, model, 2)
     gens = [torch.Generator().manual_seed(s) for s in job.seeds]
     both = torch.tensor([True, True])
     train_epoch(model, job, opt, sched, gens, job.meta.loss, 8, both)
