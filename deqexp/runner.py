@@ -143,8 +143,9 @@ def describe_summary(summary: dict, run_dir: Path | str) -> str:
     lines = []
     for m in summary["members"][:10]:
         first, last = m["initial_test_loss"], m["final_test_loss"]
-        ok = all(v is not None and math.isfinite(v) for v in (first, last)) and last > 0
-        ratio = f"{first / last:.2f}x lower than" if ok else "vs"
+        ok = all(v is not None and math.isfinite(v) for v in (first, last)) and min(first, last) > 0
+        ratio = "vs" if not ok else (f"{first / last:.2f}x lower than" if last <= first
+                                     else f"{last / first:.2f}x higher than")
         label = f"member {m['member']} ({m['init']}, seed {m['seed']})" if len(summary["members"]) > 1 \
             else f"{m['init']} init, seed {m['seed']}"
         fmt = lambda v: "nan" if v is None else f"{v:.5g}"  # noqa: E731

@@ -209,3 +209,14 @@ def test_kill_9_then_rerun_resumes_to_the_same_metrics(tmp_path):
     assert list(a.epoch) == list(b.epoch)
     assert np.allclose(a[NUMBERS], b[NUMBERS], rtol=1e-12, atol=1e-14, equal_nan=True)
     assert json.loads((ckpt.parent / "summary.json").read_text())["members"][0]["status"] == "completed"
+
+
+def test_the_closing_lines_say_higher_when_the_loss_went_up():
+    from deqexp.runner import describe_summary
+
+    member = lambda i, a, b: {"member": i, "init": "kglm", "seed": 0, "initial_test_loss": a,  # noqa: E731
+                              "final_test_loss": b, "status": "completed"}
+    text = describe_summary({"members": [member(0, 0.3, 0.1), member(1, 0.1, 0.25), member(2, 0.0, 0.1)]}, ".")
+    assert "0.1 (3.00x lower than epoch 0: 0.3)" in text
+    assert "0.25 (2.50x higher than epoch 0: 0.1)" in text
+    assert "0.1 (vs epoch 0: 0)" in text
