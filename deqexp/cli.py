@@ -32,7 +32,7 @@ examples:
 def _check_argv(argv: list[str]) -> str | None:
     """Errors Hydra would report badly or too late: a preset that does not exist (Hydra's
     message lists no choices) and an output folder that cannot be written."""
-    from .config import CONF_DIR
+    from .run.config import CONF_DIR
 
     roots = [Path(CONF_DIR) / "experiment"] + [Path(d) / "experiment" for d in _config_dirs(argv)]
     presets = sorted({str(p.relative_to(root).with_suffix("")) for root in roots if root.is_dir()
@@ -80,14 +80,14 @@ def train_main(argv: list[str]) -> None:
     """Run the Hydra app with ``argv`` as its command line."""
     import hydra
 
-    from .config import CONF_DIR, register, register_resolvers
+    from .run.config import CONF_DIR, register, register_resolvers
 
     register()
     register_resolvers()
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
     def app(cfg) -> None:
-        from .runner import run_from_hydra
+        from .run.runner import run_from_hydra
 
         run_from_hydra(cfg)
 
@@ -109,19 +109,19 @@ def main(argv: list[str] | None = None) -> None:
     if command == "train":
         train_main(rest)
     elif command == "verify":
-        from .verify import main as verify_main
+        from .paper.verify import main as verify_main
 
         sys.exit(verify_main(rest))
     elif command == "eval":
-        from .runs import main as eval_main
+        from .run.runs import main as eval_main
 
         sys.exit(eval_main(rest))
     elif command == "status":
-        from .sweeps import main as status_main
+        from .sweep.status import main as status_main
 
         sys.exit(status_main(rest))
     elif command == "report":
-        from .report import main as report_main
+        from .paper.report import main as report_main
 
         sys.exit(report_main(rest))
     else:

@@ -23,15 +23,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from deqexp.build import CPU_GROUP_VALUES  # noqa: E402
-from deqexp.config import compose  # noqa: E402
 from deqexp.data import skimage_images, smooth  # noqa: E402
-from deqexp.families import get_family  # noqa: E402
-from deqexp.gradients import GradientSettings  # noqa: E402
-from deqexp.inits import InitSpec, initialise  # noqa: E402
-from deqexp.kernels import build_kernel  # noqa: E402
-from deqexp.models import ConvDEQ, DenseDEQ  # noqa: E402
-from deqexp.solvers import SolverSettings  # noqa: E402
+from deqexp.deq.gradients import GradientSettings  # noqa: E402
+from deqexp.deq.inits import InitSpec, initialise  # noqa: E402
+from deqexp.deq.models import ConvDEQ, DenseDEQ  # noqa: E402
+from deqexp.deq.solvers import SolverSettings  # noqa: E402
+from deqexp.run.build import CPU_GROUP_VALUES  # noqa: E402
+from deqexp.run.config import compose  # noqa: E402
+from deqexp.theory.families import get_family  # noqa: E402
+from deqexp.theory.kernels import build_kernel  # noqa: E402
 
 E1_KERNEL = build_kernel(**compose("kernel=e1").kernel)  # conf/kernel/e1.yaml
 ROWS: list[dict] = []
@@ -273,9 +273,9 @@ def bench_conv(n_images, device, dtype, repeat, members=(1, 100)):
 def bench_runner(device, repeat: int, quick: bool):
     """Where an epoch's time goes in the runner: the training pass against the evaluation of
     both splits and the operator norms that every logged epoch adds (trainer.eval_every)."""
-    from deqexp.build import build_model, load_job_data, members_from_config
-    from deqexp.optimizers import make_optimizer
-    from deqexp.train import evaluate, jacobian_norm, operator_norms, train_epoch
+    from deqexp.run.build import build_model, load_job_data, members_from_config
+    from deqexp.run.optimizers import make_optimizer
+    from deqexp.run.train import evaluate, jacobian_norm, operator_norms, train_epoch
 
     cases = {"E1 default (smooth, 2,000 seq.)": ["dataset.n_train=200"] if quick else [],
              "binary digits, kernel logistic": ["family=bernoulli", "dataset=binary_digits", "kernel=se",

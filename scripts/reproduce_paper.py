@@ -18,12 +18,12 @@ import subprocess
 import sys
 import time
 
-from deqexp.report import EXPERIMENTS, PROFILES, preset_name
+from deqexp.paper.report import EXPERIMENTS, PROFILES, preset_name
 
 
 def sweeps(preset: str) -> bool:
     """Whether the preset declares a sweep (hydra.sweeper.params), i.e. runs as a multirun."""
-    from deqexp.config import compose
+    from deqexp.run.config import compose
 
     cfg = compose(f"experiment={preset}", hydra=True)
     return bool(cfg.hydra.sweeper.get("params"))

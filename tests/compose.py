@@ -1,7 +1,7 @@
 """Build deqexp configs in-process with Hydra's compose API (fast: no subprocess)."""
 from omegaconf import OmegaConf
 
-from deqexp.config import compose
+from deqexp.run.config import compose
 
 
 def compose_config(*overrides: str):

@@ -2,11 +2,11 @@
 
 import torch
 
-from deqexp import kglm
-from deqexp.families import get_family
-from deqexp.inits import InitSpec, initialise
-from deqexp.models import DenseDEQ
-from deqexp.solvers import SolverSettings
+from deqexp.deq.inits import InitSpec, initialise
+from deqexp.deq.models import DenseDEQ
+from deqexp.deq.solvers import SolverSettings
+from deqexp.theory import kglm
+from deqexp.theory.families import get_family
 
 FAMILY_NAMES = ["gaussian", "bernoulli", "binomial", "poisson", "spin", "tanh", "categorical", "relu"]
 
@@ -48,8 +48,8 @@ def train_until_interrupted(monkeypatch, cfg, folder, epoch: int) -> None:
     """Run ``train_job`` and stop it with a KeyboardInterrupt as epoch ``epoch`` starts."""
     import pytest
 
-    from deqexp import train as train_module
-    from deqexp.runner import train_job
+    from deqexp.run import train as train_module
+    from deqexp.run.runner import train_job
 
     real, calls = train_module.train_epoch, []
 

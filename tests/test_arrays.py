@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from deqexp.data import DataError, arrays
-from deqexp.logging import RunFolder
-from deqexp.runner import train_job
+from deqexp.run.logging import RunFolder
+from deqexp.run.runner import train_job
 from tests.compose import compose_config
 
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from deqexp import claims
+from deqexp.paper import claims
 
 
 def _curves(loss_by_init, epochs=8, converged=1.0, residual=1e-3):

@@ -13,17 +13,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from deqexp import cluster
-from deqexp import train as train_module
-from deqexp.build import members_from_config
-from deqexp.checkpoints import CHECKPOINT, LoopState, atomic_save, read_checkpoint
-from deqexp.config import ConfigError, compose
-from deqexp.logging import RunFolder
-from deqexp.runner import fingerprint, train_job, usable_cores
-from deqexp.signals import StopRequested, StopSignals
-from deqexp.sweeps import main as status_main
-from deqexp.sweeps import sweep_status
-from deqexp.validation import check_sweep_axes
+from deqexp.run import train as train_module
+from deqexp.run.build import members_from_config
+from deqexp.run.checkpoints import CHECKPOINT, LoopState, atomic_save, read_checkpoint
+from deqexp.run.config import ConfigError, compose
+from deqexp.run.logging import RunFolder
+from deqexp.run.runner import fingerprint, train_job, usable_cores
+from deqexp.run.signals import StopRequested, StopSignals
+from deqexp.run.validation import check_sweep_axes
+from deqexp.sweep import cluster
+from deqexp.sweep.status import main as status_main
+from deqexp.sweep.status import sweep_status
 from tests.cli import deqexp, interruptible
 from tests.compose import compose_config
 

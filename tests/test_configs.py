@@ -9,10 +9,10 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from deqexp.build import kernel_of, members_from_config
-from deqexp.config import CONF_DIR
-from deqexp.kernels import build_kernel
-from deqexp.validation import validate
+from deqexp.run.build import kernel_of, members_from_config
+from deqexp.run.config import CONF_DIR
+from deqexp.run.validation import validate
+from deqexp.theory.kernels import build_kernel
 from tests.compose import compose_config
 
 BEFORE = Path(__file__).parent / "data" / "configs_before"

@@ -2,14 +2,14 @@
 import pytest
 import torch
 
-from deqexp import operators
-from deqexp.families import get_family
-from deqexp.filters import grid_kernel_matrix, multichannel_filters, window_filter
-from deqexp.inits import InitSpec, initialise
-from deqexp.kernels import build_kernel
-from deqexp.kglm import fit_kglm
-from deqexp.models import ConvDEQ
-from deqexp.solvers import SolverSettings
+from deqexp.deq import operators
+from deqexp.deq.inits import InitSpec, initialise
+from deqexp.deq.models import ConvDEQ
+from deqexp.deq.solvers import SolverSettings
+from deqexp.theory.families import get_family
+from deqexp.theory.filters import grid_kernel_matrix, multichannel_filters, window_filter
+from deqexp.theory.kernels import build_kernel
+from deqexp.theory.kglm import fit_kglm
 
 
 def _conv_model(family, channels, h, w, padding, spec, solver="anderson"):
@@ -103,7 +103,7 @@ def test_dft_bound_is_an_upper_bound_over_many_filters():
 def test_conv_implicit_gradient_passes_gradcheck_at_random_filters(padding):
     # random, non-symmetric filters: the adjoint convolution matters (at the kGLM init the
     # filters are self-adjoint and a wrong adjoint goes unnoticed)
-    from deqexp.gradients import GradientSettings
+    from deqexp.deq.gradients import GradientSettings
 
     torch.manual_seed(1)
     model = ConvDEQ(2, 3, get_family("tanh"), padding=padding, readout="natural",

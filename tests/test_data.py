@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from deqexp import data
+from deqexp.data import datasets as data
 
 
 def write_cifar(root, n=12):

@@ -1,13 +1,13 @@
 """The ensemble axis: E members behave exactly like E separate layers."""
 import torch
 
-from deqexp.families import get_family
-from deqexp.gradients import GradientSettings
-from deqexp.inits import InitSpec, initialise
-from deqexp.kernels import build_kernel
-from deqexp.models import ConvDEQ, DenseDEQ
-from deqexp.optimizers import MemberAdam
-from deqexp.solvers import SolverSettings
+from deqexp.deq.gradients import GradientSettings
+from deqexp.deq.inits import InitSpec, initialise
+from deqexp.deq.models import ConvDEQ, DenseDEQ
+from deqexp.deq.solvers import SolverSettings
+from deqexp.run.optimizers import MemberAdam
+from deqexp.theory.families import get_family
+from deqexp.theory.kernels import build_kernel
 
 N, M = 10, 6
 X = torch.linspace(-2, 2, N, dtype=torch.float64)[:, None]

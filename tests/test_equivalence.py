@@ -7,9 +7,9 @@ import torch
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import LogisticRegression, PoissonRegressor
 
-from deqexp.families import get_family
-from deqexp.kernels import build_kernel
-from deqexp.kglm import fit_kglm, stationarity
+from deqexp.theory.families import get_family
+from deqexp.theory.kernels import build_kernel
+from deqexp.theory.kglm import fit_kglm, stationarity
 from tests.helpers import FAMILY_NAMES, contraction_lambda, kglm_deq, sample_data
 
 N = 25
@@ -123,9 +123,9 @@ def test_exact_solver_rejects_bad_input():
 @pytest.mark.parametrize("fname", ["bernoulli", "poisson", "tanh"])
 def test_prior_mean_enters_as_the_biases(fname):
     # theta = m + K alpha: the DEQ's fixed point with b = m, and its readout with c = m
-    from deqexp.inits import InitSpec, initialise
-    from deqexp.models import DenseDEQ
-    from deqexp.solvers import SolverSettings
+    from deqexp.deq.inits import InitSpec, initialise
+    from deqexp.deq.models import DenseDEQ
+    from deqexp.deq.solvers import SolverSettings
 
     kernel, fam = KERNELS["se"], get_family(fname)
     k = kernel(X_IN)
@@ -178,7 +178,7 @@ def test_backward_operator_is_the_kglm_hessian():
 def test_contraction_factor_predicts_forward_iteration(fname, scale):
     # THEORY.md section 4: sup a'' ||W||_2 < 1 -> forward iteration converges; for the linear
     # (gaussian) map a factor above 1 makes it diverge from a generic start
-    from deqexp.kglm import contraction_factor
+    from deqexp.theory.kglm import contraction_factor
 
     kernel, fam = KERNELS["se"], get_family(fname)
     k = kernel(X_IN)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from deqexp.families import FamilyDataError, get_family
+from deqexp.theory.families import FamilyDataError, get_family
 from tests.helpers import FAMILY_NAMES, sample_data
 
 THETA = torch.tensor([-1000.0, -30.0, -2.0, -0.3, 0.0, 0.7, 3.0, 30.0, 1000.0], dtype=torch.float64)

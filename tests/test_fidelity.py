@@ -19,11 +19,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deqexp.build import build_model, load_job_data, members_from_config
-from deqexp.filters import multichannel_filters
-from deqexp.logging import RunFolder
-from deqexp.runner import train_job
-from deqexp.solvers import SolverSettings
+from deqexp.deq.solvers import SolverSettings
+from deqexp.run.build import build_model, load_job_data, members_from_config
+from deqexp.run.logging import RunFolder
+from deqexp.run.runner import train_job
+from deqexp.theory.filters import multichannel_filters
 from tests.compose import compose_config
 
 TOL = 1e-8

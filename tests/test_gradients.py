@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from deqexp.families import get_family
-from deqexp.gradients import GradientSettings
-from deqexp.inits import InitSpec, initialise
-from deqexp.kernels import build_kernel
-from deqexp.models import DenseDEQ
-from deqexp.solvers import SolverSettings
+from deqexp.deq.gradients import GradientSettings
+from deqexp.deq.inits import InitSpec, initialise
+from deqexp.deq.models import DenseDEQ
+from deqexp.deq.solvers import SolverSettings
+from deqexp.theory.families import get_family
+from deqexp.theory.kernels import build_kernel
 
 N, M = 8, 5
 

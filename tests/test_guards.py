@@ -10,12 +10,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from deqexp import cli, operators
-from deqexp.config import ConfigError, _dirname, compose
-from deqexp.logging import RunFolder
-from deqexp.runner import _parallel_jobs, fingerprint, job_threads, train_job, usable_cores
-from deqexp.solvers import forward_iteration
-from deqexp.validation import validate
+from deqexp import cli
+from deqexp.deq import operators
+from deqexp.deq.solvers import forward_iteration
+from deqexp.run.config import ConfigError, _dirname, compose
+from deqexp.run.logging import RunFolder
+from deqexp.run.runner import _parallel_jobs, fingerprint, job_threads, train_job, usable_cores
+from deqexp.run.validation import validate
 from tests.compose import compose_config
 from tests.helpers import train_until_interrupted
 
@@ -249,7 +250,7 @@ def test_an_unreadable_checkpoint_is_said_and_the_run_starts_afresh(tmp_path, ca
 def test_a_full_disk_ends_with_one_line_and_no_partial_file(tmp_path, capsys, monkeypatch):
     import errno
 
-    from deqexp import checkpoints
+    from deqexp.run import checkpoints
 
     def disk_full(obj, path):
         with open(path, "wb") as fh:
@@ -265,7 +266,7 @@ def test_a_full_disk_ends_with_one_line_and_no_partial_file(tmp_path, capsys, mo
 
 
 def test_a_preset_copied_into_a_users_config_dir_is_found(tmp_path, capsys):
-    from deqexp.config import CONF_DIR
+    from deqexp.run.config import CONF_DIR
 
     mine = tmp_path / "my_conf" / "experiment"
     mine.mkdir(parents=True)

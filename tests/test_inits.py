@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from deqexp import operators
-from deqexp.families import get_family
-from deqexp.inits import InitSpec, conv_member, dense_member, initialise
-from deqexp.kernels import build_kernel
-from deqexp.models import ConvDEQ, DenseDEQ
+from deqexp.deq import operators
+from deqexp.deq.inits import InitSpec, conv_member, dense_member, initialise
+from deqexp.deq.models import ConvDEQ, DenseDEQ
+from deqexp.theory.families import get_family
+from deqexp.theory.kernels import build_kernel
 
 N = 30
 X = torch.linspace(-3, 3, N, dtype=torch.float64)[:, None]

@@ -6,15 +6,15 @@ import torch
 from sklearn.gaussian_process import kernels as sk
 from sklearn.metrics.pairwise import polynomial_kernel
 
-from deqexp.filters import (
+from deqexp.deq.operators import conv
+from deqexp.theory.filters import (
     grid_kernel_matrix,
     grid_locations,
     grid_min_eigenvalue,
     multichannel_filters,
     window_filter,
 )
-from deqexp.kernels import build_kernel
-from deqexp.operators import conv
+from deqexp.theory.kernels import build_kernel
 
 X = torch.tensor(np.random.default_rng(0).normal(size=(12, 2)))
 Y = torch.tensor(np.random.default_rng(1).normal(size=(7, 2)))

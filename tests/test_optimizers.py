@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from deqexp.build import build_model, load_job_data, members_from_config
-from deqexp.logging import RunFolder
-from deqexp.optimizers import MemberAdam, make_optimizer
-from deqexp.runner import train_job
-from deqexp.train import train_epoch
+from deqexp.run.build import build_model, load_job_data, members_from_config
+from deqexp.run.logging import RunFolder
+from deqexp.run.optimizers import MemberAdam, make_optimizer
+from deqexp.run.runner import train_job
+from deqexp.run.train import train_epoch
 from tests.compose import compose_config
 
 

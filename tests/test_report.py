@@ -1,8 +1,8 @@
 """deqexp report counts only the runs of a profile's presets, and guards the committed report."""
 import json
 
-from deqexp import report
-from deqexp.logging import MARKER
+from deqexp.paper import report
+from deqexp.run.logging import MARKER
 from tests.test_claims import _curves
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import deqexp
-from deqexp.logging import RunFolder
-from deqexp.runner import fingerprint, train_job
-from deqexp.runs import evaluate_run
-from deqexp.runs import main as eval_main
+from deqexp.run.logging import RunFolder
+from deqexp.run.runner import fingerprint, train_job
+from deqexp.run.runs import evaluate_run
+from deqexp.run.runs import main as eval_main
 from tests.compose import compose_config
 from tests.helpers import train_until_interrupted
 from tests.test_stability import _explicit
@@ -170,7 +170,7 @@ def test_saved_models_and_checkpoints_never_run_pickled_code(finished, tmp_path,
 
 
 def test_load_run_refuses_arguments_that_are_not_what_it_takes(finished):
-    from deqexp.config import ConfigError
+    from deqexp.run.config import ConfigError
 
     with pytest.raises(ConfigError, match="needs a run's folder"):
         deqexp.load_run(None)
@@ -212,11 +212,12 @@ def test_kill_9_then_rerun_resumes_to_the_same_metrics(tmp_path):
 
 
 def test_the_closing_lines_say_higher_when_the_loss_went_up():
-    from deqexp.runner import describe_summary
+    from deqexp.run.runner import describe_summary
 
     member = lambda i, a, b: {"member": i, "init": "kglm", "seed": 0, "initial_test_loss": a,  # noqa: E731
                               "final_test_loss": b, "status": "completed"}
-    text = describe_summary({"members": [member(0, 0.3, 0.1), member(1, 0.1, 0.25), member(2, 0.0, 0.1)]}, ".")
+    members = [member(0, 0.3, 0.1), member(1, 0.1, 0.25), member(2, 0.0, 0.1)]
+    text = describe_summary({"members": members}, ".")
     assert "0.1 (3.00x lower than epoch 0: 0.3)" in text
     assert "0.25 (2.50x higher than epoch 0: 0.1)" in text
     assert "0.1 (vs epoch 0: 0)" in text

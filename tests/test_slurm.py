@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deqexp.checkpoints import CHECKPOINT, read_checkpoint
+from deqexp.run.checkpoints import CHECKPOINT, read_checkpoint
 from tests.cli import deqexp, interruptible
 
 pytestmark = pytest.mark.slurm
@@ -119,8 +119,8 @@ def epochs_for(seconds: float) -> int:
 @functools.lru_cache(maxsize=None)
 def _seconds_per_epoch() -> float:
     """BASE's job's time per epoch here, measured once (200 epochs in this process)."""
-    from deqexp.logging import RunFolder
-    from deqexp.runner import train_job
+    from deqexp.run.logging import RunFolder
+    from deqexp.run.runner import train_job
     from tests.compose import compose_config
 
     cfg = compose_config(*[o for o in BASE if o != "launcher=slurm"], "logger=csv", "trainer.epochs=200",

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from deqexp.families import get_family
-from deqexp.kernels import build_kernel
-from deqexp.solvers import anderson, broyden, forward_iteration, get_solver, relative_residual
+from deqexp.deq.solvers import anderson, broyden, forward_iteration, get_solver, relative_residual
+from deqexp.theory.families import get_family
+from deqexp.theory.kernels import build_kernel
 
 SOLVERS = [forward_iteration, anderson, broyden]
 
@@ -110,7 +110,7 @@ def test_unknown_solver():
 
 
 def test_solve_spd_matches_linalg_solve_and_flags_indefinite():
-    from deqexp.linalg import solve_spd
+    from deqexp.deq.linalg import solve_spd
 
     g = torch.Generator().manual_seed(0)
     m = torch.randn(7, 4, 4, generator=g)

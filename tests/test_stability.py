@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from deqexp import operators
-from deqexp.families import get_family
-from deqexp.models import ConvDEQ, DenseDEQ
-from deqexp.solvers import SolverSettings
+from deqexp.deq import operators
+from deqexp.deq.models import ConvDEQ, DenseDEQ
+from deqexp.deq.solvers import SolverSettings
+from deqexp.theory.families import get_family
 
 from .helpers import FAMILY_NAMES, sample_data
 

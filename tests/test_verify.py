@@ -1,5 +1,5 @@
 """`deqexp verify`: the table passes on the defaults and fails (exit 1) when the solve is cut short."""
-from deqexp.verify import main
+from deqexp.paper.verify import main
 
 
 def test_verify_passes(capsys):
@@ -17,7 +17,7 @@ def test_verify_fails_when_not_converged(capsys):
 
 
 def test_long_run_folder_names_stay_distinct():
-    from deqexp.config import _dirname
+    from deqexp.run.config import _dirname
 
     a, b = ["x=" + "1" * 300, "y=1"], ["x=" + "1" * 300, "y=2"]
     assert len(_dirname(a)) <= 200 and _dirname(a) != _dirname(b)
@@ -25,7 +25,7 @@ def test_long_run_folder_names_stay_distinct():
 
 
 def test_folder_names_leave_out_only_keys_that_do_not_change_results():
-    from deqexp.config import _dirname
+    from deqexp.run.config import _dirname
 
     # sorted, so the order on the command line does not matter
     assert _dirname(["trainer.seed=1", "init=naive"]) == _dirname(["init=naive", "trainer.seed=1"])

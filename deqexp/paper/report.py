@@ -5,8 +5,8 @@ Reads the completed runs (a ``COMPLETE`` marker) of each experiment and profile 
 only when its fingerprint is one of the preset's jobs exactly (``experiment=paper/EXP_PROFILE``
 and its sweep, with nothing that changes results overridden); any other run found there (e.g.
 ``trainer.epochs=3`` added) is listed apart as "other runs" and never enters a claim. From the
-counted runs it builds the tables and claim checks of :mod:`deqexp.claims` and the figures of
-:mod:`deqexp.figures`, and writes CSV + Markdown tables, PNGs, REPORT.md (each claim's verdict
+counted runs it builds the tables and claim checks of :mod:`deqexp.paper.claims` and the figures of
+:mod:`deqexp.paper.figures`, and writes CSV + Markdown tables, PNGs, REPORT.md (each claim's verdict
 with the numbers, and whether the DEQ was at its fixed point) and claims.json.
 
 The committed ``results/paper`` is written only from a complete profile (every job of every
@@ -24,8 +24,8 @@ from typing import Callable
 
 import pandas as pd
 
+from ..run.logging import MARKER
 from . import claims, figures
-from .logging import MARKER
 
 COMMITTED = Path("results/paper")  # the report in the repository, relative to its root
 
@@ -42,8 +42,8 @@ def preset_jobs(exp: str, profile: str) -> list[list[str]]:
     """The overrides of each job that ``deqexp train [-m] experiment=paper/EXP_PROFILE`` runs."""
     from omegaconf import OmegaConf
 
-    from .config import compose
-    from .sweeps import expand
+    from ..run.config import compose
+    from ..sweep.status import expand
 
     preset = f"experiment={preset_name(exp, profile)}"
     params = compose(preset, hydra=True).hydra.sweeper.get("params")
@@ -52,8 +52,8 @@ def preset_jobs(exp: str, profile: str) -> list[list[str]]:
 
 def preset_fingerprints(exp: str, profile: str) -> set[str]:
     """The fingerprints of the preset's jobs: what a run must have to count for the profile."""
-    from .config import compose
-    from .runner import fingerprint
+    from ..run.config import compose
+    from ..run.runner import fingerprint
 
     return {fingerprint(compose(*job)) for job in preset_jobs(exp, profile)}
 
@@ -290,7 +290,7 @@ def incomplete(ctx: Context) -> dict[str, str]:
 
 
 def _is_committed(out: Path) -> bool:
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     return out.resolve() in {(repo / COMMITTED).resolve(), COMMITTED.resolve()}
 
 

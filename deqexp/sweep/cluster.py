@@ -10,7 +10,7 @@ with the checks and the clean-up that a sweep at scale needs.
 - Interrupted (Ctrl-C, SIGTERM) or failing itself, it cancels its own unfinished jobs.
 
 Time limits: SLURM sends SIGUSR2 ``signal_delay_s`` before ``timeout_min``; the job writes a
-checkpoint at its next epoch boundary (:mod:`deqexp.signals`) and submitit requeues it, up to
+checkpoint at its next epoch boundary (:mod:`deqexp.run.signals`) and submitit requeues it, up to
 ``max_num_timeout`` times; the requeued job resumes from that checkpoint.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from hydra.core.singleton import Singleton
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SubmititSlurm
 
-from .signals import StopSignals
+from ..run.signals import StopSignals
 
 POLL_S = 2.0
 # slurmctld checks time limits periodically and may send the warning this much early (sbatch(1))

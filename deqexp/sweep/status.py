@@ -21,8 +21,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .config import _dirname
-from .logging import FAILED, MARKER
+from ..run.config import _dirname
+from ..run.logging import FAILED, MARKER
 
 STATES = ("complete", "diverged", "running", "failed", "interrupted", "missing")
 
@@ -72,7 +72,7 @@ def _lock_held(folder: Path) -> bool:
 
 
 def _checkpoint_epoch(folder: Path) -> int | None:
-    from .checkpoints import CHECKPOINT, read_checkpoint
+    from ..run.checkpoints import CHECKPOINT, read_checkpoint
 
     ckpt = read_checkpoint(folder / CHECKPOINT)
     return None if ckpt is None else ckpt["state"].epoch

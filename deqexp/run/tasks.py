@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from ..deq.inits import InitSpec, conv_member, dense_member, initialise, kglm_lambda
+from ..deq.models import DenseDEQ
+from ..theory.filters import grid_locations
+from ..theory.kglm import fit_kglm
 from .build import family_of, kernel_of, load_sets, solvers_of
 from .config import ConfigError
-from .filters import grid_locations
-from .inits import InitSpec, conv_member, dense_member, initialise, kglm_lambda
-from .kglm import fit_kglm
 from .logging import CsvLog
-from .models import DenseDEQ
 
 
 def kglm_agreement(cfg, folder) -> dict:

@@ -12,13 +12,13 @@ import math
 
 import torch
 
-from .families import FAMILIES, get_family
-from .filters import grid_kernel_matrix
-from .inits import InitSpec, initialise
-from .kernels import build_kernel
-from .kglm import contraction_lambda, fit_kglm
-from .models import ConvDEQ, DenseDEQ
-from .solvers import SolverSettings
+from ..deq.inits import InitSpec, initialise
+from ..deq.models import ConvDEQ, DenseDEQ
+from ..deq.solvers import SolverSettings
+from ..theory.families import FAMILIES, get_family
+from ..theory.filters import grid_kernel_matrix
+from ..theory.kernels import build_kernel
+from ..theory.kglm import contraction_lambda, fit_kglm
 
 DEFAULT_KERNELS = ("se", "matern32", "se*periodic")
 

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from ..data.datasets import DataError
+from ..theory.families import FamilyDataError
 from .build import build_model, load_job_data, members_from_config, resolve_device
 from .checkpoints import CHECKPOINT, load_checkpoint
 from .config import NON_RESULT_KEYS, ConfigError
-from .data import DataError
 from .digests import data_digests
-from .families import FamilyDataError
 from .logging import CsvLog, FolderBusy, RunFolder, WandbError, WandbLog
 from .signals import StopRequested, StopSignals
 from .train import fit
@@ -81,13 +81,13 @@ def reset_global_state(cfg, parallel_jobs: int = 1) -> None:
 
 def run_analysis(cfg, folder: RunFolder, parallel_jobs: int = 1) -> dict:
     """A non-training task (E4 agreement, E5 timing): its CSV, summary.json and the marker."""
-    from . import analyses
+    from . import tasks
 
     validate(cfg)
     reset_global_state(cfg, parallel_jobs)
     folder.start(cfg.force, OmegaConf.to_yaml(cfg, resolve=True))
     t0 = time.perf_counter()
-    summary = getattr(analyses, cfg.task)(cfg, folder)
+    summary = getattr(tasks, cfg.task)(cfg, folder)
     summary.update(config=OmegaConf.to_container(cfg, resolve=True), run_dir=str(folder.path),
                    total_time_s=round(time.perf_counter() - t0, 3), torch=torch.__version__)
     folder.finish(summary)

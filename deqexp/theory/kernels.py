@@ -2,7 +2,7 @@
 
 A :class:`Kernel` maps two location arrays ``(n, d)`` and ``(m, d)`` to the
 ``(n, m)`` Gram matrix. Stationary kernels work on the difference ``x - x'``, so
-on a pixel grid they also give a convolution filter (:mod:`deqexp.filters`).
+on a pixel grid they also give a convolution filter (:mod:`deqexp.theory.filters`).
 """
 from __future__ import annotations
 

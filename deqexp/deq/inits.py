@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..theory.filters import multichannel_filters
+from ..theory.kernels import Kernel, SquaredExponential
 from . import operators
-from .filters import multichannel_filters
-from .kernels import Kernel, SquaredExponential
 from .models import ConvDEQ, DenseDEQ
 
 Tensor = torch.Tensor

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field, replace
 import torch
 from omegaconf import OmegaConf
 
+from ..data.datasets import Data, DataError, load_dataset
+from ..deq.inits import DEFAULT_SCALE, InitSpec, initialise
+from ..deq.models import ConvDEQ, DenseDEQ
+from ..theory.families import get_family
+from ..theory.filters import grid_locations
+from ..theory.kernels import build_kernel
 from .config import ConfigError
-from .data import Data, DataError, load_dataset
-from .families import get_family
-from .filters import grid_locations
-from .inits import DEFAULT_SCALE, InitSpec, initialise
-from .kernels import build_kernel
-from .models import ConvDEQ, DenseDEQ
 
 Tensor = torch.Tensor
 

@@ -2,7 +2,7 @@
 
 One source of truth: the schema and its defaults live here (the ``dataset`` schemas are
 generated from the data-set functions' signatures, the solver settings are
-:class:`deqexp.solvers.SolverSettings`), and the registries (families, kernels, solvers,
+:class:`deqexp.deq.solvers.SolverSettings`), and the registries (families, kernels, solvers,
 inits, data sets) give one option per entry. Options that carry values of their own
 (``kernel=e1``, ``model=conv``, ``optim=adam_cosine``, ``logger=csv``, ``solver=authors``,
 the experiment presets, the launchers) are YAML files under ``conf/<group>/`` that a user
@@ -21,12 +21,12 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from . import data
-from .families import FAMILIES
-from .gradients import GradientSettings
-from .inits import DEFAULT_SCALE, INITS, InitSpec
-from .kernels import BASE_KERNELS
-from .solvers import SOLVERS, SolverSettings
+from ..data import datasets as data
+from ..deq.gradients import GradientSettings
+from ..deq.inits import DEFAULT_SCALE, INITS, InitSpec
+from ..deq.solvers import SOLVERS, SolverSettings
+from ..theory.families import FAMILIES
+from ..theory.kernels import BASE_KERNELS
 
 TASKS = ("train", "kglm_agreement", "init_timing")
 # keys (and key prefixes) that do not change a run's results: left out of its fingerprint and
@@ -224,7 +224,7 @@ def register() -> None:
     cs.store(group="paths", name="default", node=PathsConf())
 
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 # --------------------------------------------------------------------------- resolvers

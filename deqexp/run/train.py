@@ -4,7 +4,7 @@ A job's members are the product ``inits x scales x seeds`` of ``trainer.ensemble
 member by default). Each member's data come from its own seed, its batches are shuffled by
 its own seed's generator, and its loss is summed with the others', so every member trains
 exactly as it would alone. A member whose loss turns NaN/inf is marked ``diverged`` and
-held still, parameters and optimiser state (:mod:`deqexp.optimizers`); the others go on
+held still, parameters and optimiser state (:mod:`deqexp.run.optimizers`); the others go on
 (divergence is a result, not a crash).
 """
 from __future__ import annotations
@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..deq.models import ConvDEQ
+from ..theory.kglm import contraction_factor
 from .build import JobData, Member, batches
 from .checkpoints import LoopState, restore, save_checkpoint, save_model
 from .config import ConfigError
-from .kglm import contraction_factor
 from .logging import Progress
-from .models import ConvDEQ
 from .optimizers import make_optimizer
 from .signals import StopSignals
 
@@ -169,7 +169,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
     epochs and at the last; with a ``folder``, checkpoint every ``checkpoint_every`` epochs
     and save the final and best parameters; continue from ``resume`` (a checkpoint) if given.
     A signal that ``stop`` recorded ends the loop at the next epoch boundary, after a
-    checkpoint of that epoch (:class:`~deqexp.signals.StopRequested`). Return the summary."""
+    checkpoint of that epoch (:class:`~deqexp.run.signals.StopRequested`). Return the summary."""
     t_start = time.perf_counter()
     loss_kind, bs, epochs = job.meta.loss, cfg.trainer.batch_size, cfg.trainer.epochs
     n_train = job.train_x.shape[1]

@@ -9,10 +9,10 @@ import difflib
 
 from omegaconf import OmegaConf
 
+from ..deq.inits import INITS
+from ..theory.families import FAMILIES, get_family
+from ..theory.kernels import build_kernel
 from .config import TASKS, ConfigError
-from .families import FAMILIES, get_family
-from .inits import INITS
-from .kernels import build_kernel
 
 
 def _choice(key: str, value, choices) -> None:

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from ..theory.families import Family
 from . import operators
-from .families import Family
 from .gradients import BackwardStats, GradientSettings, attach
 from .solvers import SolverResult, SolverSettings, concat_results
 

@@ -1,0 +1,1 @@
+"""Sweeps at scale: the SLURM launcher (submitit) and ``deqexp status``."""
