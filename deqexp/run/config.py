@@ -1,13 +1,14 @@
 """The run configuration: structured dataclasses registered with Hydra's ConfigStore.
 
-One source of truth: the schema and its defaults live here (the ``dataset`` schemas are
+One source of truth: the schemas and their defaults live here (the ``dataset`` schemas are
 generated from the data-set functions' signatures, the solver settings are
 :class:`deqexp.deq.solvers.SolverSettings`), and the registries (families, kernels, solvers,
-inits, data sets) give one option per entry. Options that carry values of their own
-(``kernel=e1``, ``model=conv``, ``optim=adam_cosine``, ``logger=csv``, ``solver=authors``,
-the experiment presets, the launchers) are YAML files under ``conf/<group>/`` that a user
-can copy. Struct mode and :func:`validate` reject unknown keys and invalid values before any
-training.
+inits, data sets) give one option per entry (:func:`registry_options`). Every option of
+every group is a YAML file under ``conf/<group>/`` that a user can read and copy (into their
+own ``--config-dir``); the schema types each group, so a misspelt key in any of them is an
+error naming the file, and :func:`validate` rejects invalid values before any training. The
+files that hold registry options are written from the schemas by ``scripts/write_conf.py``
+and kept equal to them by a test.
 """
 from __future__ import annotations
 
@@ -201,27 +202,44 @@ def dataset_schema(name: str) -> type:
     return dataclasses.make_dataclass(f"{name.title().replace('_', '')}DatasetConf", fields)
 
 
+def registry_options() -> dict[tuple[str, str], Any]:
+    """The group options that the registries and schemas define, ``(group, name) -> node``:
+    one per data set, family, base kernel, solver and init, and each schema's defaults.
+    ``conf/<group>/<name>.yaml`` holds the same values for users to read and copy (written by
+    ``scripts/write_conf.py``; a test keeps the files equal to these nodes)."""
+    out: dict[tuple[str, str], Any] = {}
+    for name in data.DATASETS:
+        out["dataset", name] = dataset_schema(name)()
+    for name in FAMILIES:
+        out["family", name] = FamilyConf(name=name)
+    for name in [*BASE_KERNELS, "se*periodic"]:
+        out["kernel", name.replace("*", "_x_")] = KernelConf(name=name)
+    for name in SOLVERS:  # both solves: the backward one must converge too
+        out["solver", name] = SolverConf(forward=SolverSettings(name=name),
+                                         backward=GradientSettings(name=name))
+    for name in INITS:
+        out["init", name] = InitSpec(name=name, scale=DEFAULT_SCALE[name])
+    out["model", "dense"] = ModelConf(kind="dense")
+    out["optim", "adam"] = OptimConf()
+    out["trainer", "default"] = TrainerConf()
+    out["logger", "default"] = LoggerConf()
+    out["paths", "default"] = PathsConf()
+    return out
+
+
+def dataset_schema_name(name: str) -> str:
+    """The ConfigStore name of data set ``name``'s schema, which its YAML option extends."""
+    return f"deqexp_dataset_{name}"
+
+
 def register() -> None:
-    """Register the schema and every group option with Hydra's ConfigStore."""
+    """Register the schemas with Hydra's ConfigStore: the whole config's (every group but
+    ``dataset`` is typed by it) and each data set's, which its YAML option extends. The
+    options themselves are the YAML files under conf/<group>/."""
     cs = ConfigStore.instance()
     cs.store(name="deqexp_schema", node=Config)
     for name in data.DATASETS:
-        cs.store(group="dataset", name=name, node=dataset_schema(name))
-    for name in FAMILIES:
-        cs.store(group="family", name=name, node=FamilyConf(name=name))
-    for name in [*BASE_KERNELS, "se*periodic"]:
-        cs.store(group="kernel", name=name.replace("*", "_x_"), node=KernelConf(name=name))
-    for name in SOLVERS:
-        cs.store(group="solver", name=name,   # both solves: the backward one must converge too
-                 node=SolverConf(forward=SolverSettings(name=name), backward=GradientSettings(name=name)))
-    for name in INITS:
-        cs.store(group="init", name=name, node=InitSpec(name=name, scale=DEFAULT_SCALE[name]))
-    # the schemas' defaults; options that carry values live as YAML under conf/<group>/
-    cs.store(group="model", name="dense", node=ModelConf(kind="dense"))
-    cs.store(group="optim", name="adam", node=OptimConf())
-    cs.store(group="trainer", name="default", node=TrainerConf())
-    cs.store(group="logger", name="default", node=LoggerConf())
-    cs.store(group="paths", name="default", node=PathsConf())
+        cs.store(name=dataset_schema_name(name), node=dataset_schema(name))
 
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")

@@ -53,12 +53,35 @@ def unknown_keys(node, prefix: str = "") -> list[tuple[str, list[str]]]:
     return found
 
 
+def _unknown_key(path: str, allowed: list[str], extra: str = "") -> ConfigError:
+    near = difflib.get_close_matches(path.rsplit(".", 1)[-1], allowed, n=1)
+    hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(allowed)}"
+    return ConfigError(f"unknown key '{path}' (not in the schema, so it would be ignored){hint}{extra}")
+
+
+def untyped_dataset_keys(node) -> None:
+    """A data set option written without its schema line (e.g. a user's YAML from scratch) is
+    not typed by Hydra: check its keys against the data set's schema here."""
+    from ..data.datasets import DATASETS
+    from .config import dataset_schema
+
+    if dataclasses.is_dataclass(OmegaConf.get_type(node)):
+        return  # typed: Hydra and unknown_keys refuse unknown keys
+    name = node.get("name")
+    _choice("dataset.name", name, DATASETS)
+    allowed = sorted(f.name for f in dataclasses.fields(dataset_schema(name)))
+    for key in node.keys():
+        if key not in allowed:
+            raise _unknown_key(f"dataset.{key}", allowed,
+                               f" (a data set option of your own: start from a copy of "
+                               f"conf/dataset/{name}.yaml, whose schema line types its keys)")
+
+
 def validate(cfg) -> None:
     """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
     for path, allowed in unknown_keys(cfg):
-        near = difflib.get_close_matches(path.rsplit(".", 1)[-1], allowed, n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(allowed)}"
-        raise ConfigError(f"unknown key '{path}' (not in the schema, so it would be ignored){hint}")
+        raise _unknown_key(path, allowed)
+    untyped_dataset_keys(cfg.dataset)
     _choice("task", cfg.task, TASKS)
     for key in ("forward", "backward"):
         try:
