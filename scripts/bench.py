@@ -126,6 +126,33 @@ def bench_solvers(n_train, device, dtype, repeat, tol=1e-4, max_iter=50):
             add("1 solvers", case, "torchdeq fwd iters", float(info["nstep"].float().mean()))
 
 
+def bench_adjoint(n_train, device, dtype, repeat, tol=1e-4, max_iter=50):
+    """The implicit gradient's adjoint solve: fixed-point iteration against GMRES (which
+    needs no contraction), on E1's kGLM model at init and with W scaled by 1.5 (an expansive map)."""
+    x, y = e1_batch(n_train, 1, device, dtype)
+    for scale in (1.0, 1.5):
+        base = None
+        for name in ("forward", "gmres"):
+            model = e1_model("kglm", "anderson", tol, max_iter, 1, device, dtype)
+            model.gradient = GradientSettings(name, tol, max_iter)
+            with torch.no_grad():
+                model.W.mul_(scale)
+            box = {}
+
+            def step():
+                model.zero_grad()
+                out = model.run(x)
+                ((out.out - y) ** 2).mean().backward()
+                box["bwd"] = out.backward.result
+
+            t = timed(step, device, repeat)
+            base = base or t
+            case = f"kglm, norm of W x{scale:g}, adjoint {name} (N={n_train})"
+            add("1b adjoint", case, "s/step", t, t / base, "ratio = / fixed-point adjoint")
+            add("1b adjoint", case, "bwd iters", float(box["bwd"].iterations.float().mean()))
+            add("1b adjoint", case, "bwd converged", float(box["bwd"].converged.float().mean()))
+
+
 # --------------------------------------------------------------------------- 2. textbook
 class TextbookDEQ(torch.nn.Module):
     """A DEQ as tutorials write it: nn.Linear layers, `.item()` residual checks, hook backward."""
@@ -331,7 +358,8 @@ def main() -> int:
     parser.add_argument("--ensemble-n", type=int, default=None,
                         help="sequences per member in the scaling test (default: 2000 on CPU)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", nargs="+", choices=["solvers", "textbook", "ensemble", "conv", "runner"],
+    parser.add_argument("--only", nargs="+",
+                        choices=["solvers", "adjoint", "textbook", "ensemble", "conv", "runner"],
                         help="run only these sections")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args()
@@ -347,6 +375,7 @@ def main() -> int:
     conv_images = 20 if args.quick or device.type == "cpu" else 200
     sections = {
         "solvers": lambda: bench_solvers(n, device, dtype, args.repeat),
+        "adjoint": lambda: bench_adjoint(n, device, dtype, args.repeat),
         "textbook": lambda: bench_textbook(n, device, dtype, args.repeat),
         "ensemble": lambda: bench_ensemble(ens_n, device, dtype, args.repeat,
                                            (1, 4) if args.quick else (1, 4, 16, 64)),

@@ -19,7 +19,7 @@ from torch import nn
 from ..theory.families import Family
 from . import operators
 from .gradients import BackwardStats, GradientSettings, attach
-from .solvers import SolverResult, SolverSettings, concat_results
+from .solvers import LINEAR_ONLY, SolverResult, SolverSettings, concat_results
 
 Tensor = torch.Tensor
 
@@ -55,6 +55,10 @@ class _DEQ(nn.Module):
         self.solver = solver or SolverSettings()
         self.gradient = gradient or GradientSettings()
         self.solver.check("solver.forward")
+        if self.solver.name in LINEAR_ONLY:
+            raise ValueError(f"solver.forward.name={self.solver.name} solves affine maps only, and the "
+                             f"forward map is nonlinear; use it for the adjoint: "
+                             f"solver.backward.name={self.solver.name}")
         self.gradient.check("solver.backward")
         self.readout_mean = readout == "mean"
         self.member_chunk = member_chunk

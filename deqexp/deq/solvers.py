@@ -234,7 +234,57 @@ def broyden(f: FixedPointMap, z0: Tensor, *, tol: float, max_iter: int,
     return loop.result(z.reshape(shape))
 
 
-SOLVERS = {"forward": forward_iteration, "anderson": anderson, "broyden": broyden}
+def gmres(f: FixedPointMap, z0: Tensor, *, tol: float, max_iter: int, memory: int = 20,
+          check_every: int | None = None, stop: str = "sample", residual_eps: float = 0.0) -> SolverResult:
+    """Restarted GMRES(``memory``) for an affine map ``f(z) = A z + b``, per (member, sample).
+
+    It solves ``(I - A) z = b`` in the Krylov space of ``I - A`` built from applications of
+    ``f`` alone (``A v = f(v) - f(0)``), so it needs no contraction: the implicit gradient's
+    adjoint ``u = u J + g`` is such a map, and GMRES solves it where iteration diverges
+    (``||J|| > 1``). ``iterations`` counts Krylov steps, one application of f each (each
+    restart applies f once more). For a map that is not affine the result is meaningless:
+    the config refuses it for the forward solve.
+    """
+    loop = _Loop(z0, tol, max_iter, check_every, stop, residual_eps)
+    shape, (e, b_) = z0.shape, z0.shape[:2]
+    n, d = e * b_, z0[0, 0].numel()
+    flat = lambda t: t.reshape(n, d)  # noqa: E731
+    b = flat(f(torch.zeros_like(z0)))
+    tiny = torch.finfo(z0.dtype).tiny
+    z_out, steps = flat(z0).clone(), 0
+    while steps < max_iter:
+        z = z_out
+        r = flat(f(z.reshape(shape))) - z          # b - (I - A) z
+        beta = r.norm(dim=-1)
+        m = min(memory, max_iter - steps)
+        basis = z0.new_zeros(m + 1, n, d)
+        basis[0] = r / beta.clamp_min(tiny)[:, None]
+        h = z0.new_zeros(n, m + 1, m)
+        for j in range(m):
+            w = basis[j] - (flat(f(basis[j].reshape(shape))) - b)   # (I - A) v_j
+            for i in range(j + 1):  # modified Gram-Schmidt
+                h[:, i, j] = (w * basis[i]).sum(-1)
+                w = w - h[:, i, j, None] * basis[i]
+            h[:, j + 1, j] = w.norm(dim=-1)
+            basis[j + 1] = w / h[:, j + 1, j].clamp_min(tiny)[:, None]  # breakdown: a zero vector
+            rhs = torch.zeros(n, j + 2, 1, dtype=z0.dtype, device=z0.device)
+            rhs[:, 0, 0] = beta
+            y = torch.linalg.lstsq(h[:, : j + 2, : j + 1], rhs).solution      # (n, j+1, 1)
+            z_j = z + torch.einsum("knd,nk->nd", basis[: j + 1], y[..., 0])
+            r_j = torch.einsum("knd,nk->nd", basis[: j + 2], (rhs - h[:, : j + 2, : j + 1] @ y)[..., 0])
+            active = loop.active.reshape(n, 1)
+            z_out = torch.where(active, z_j, z_out)
+            loop.record(loop.residual_of((z_j + r_j).reshape(shape), z_j.reshape(shape),
+                                         r_j.reshape(shape)))
+            steps += 1
+            if loop.should_stop(steps - 1):
+                return loop.result(z_out.reshape(shape))
+    return loop.result(z_out.reshape(shape))
+
+
+SOLVERS = {"forward": forward_iteration, "anderson": anderson, "broyden": broyden, "gmres": gmres}
+# solvers of affine maps only (the adjoint solve); the forward map is nonlinear
+LINEAR_ONLY = ("gmres",)
 
 
 def get_solver(name: str):
@@ -262,7 +312,8 @@ class SolverSettings:
     ``||f(z) - z|| / (1e-5 + ||f(z)||) < tol``.
     """
 
-    name: str = "forward"             # forward | anderson | broyden (or a registered solver)
+    name: str = "forward"             # forward | anderson | broyden | gmres (affine maps: the
+                                      # backward solve only), or a registered solver
     tol: float = 1e-2                 # stop when the residual is <= tol
     max_iter: int = 25                # iterations of the loop
     damping: float = 1.0              # forward iteration only: z <- z + damping (f(z) - z)
@@ -297,7 +348,7 @@ class SolverSettings:
             raise ValueError(f"{key}.damping={self.damping} must be in (0, 1]")
         if self.memory is not None and (self.name == "forward" or self.memory < 1):
             raise ValueError(f"{key}.memory={self.memory}: a history of >= 1 steps, for "
-                             "anderson/broyden only")
+                             "anderson/broyden (gmres: the restart length) only")
 
     def options(self) -> dict:
         """Keyword arguments of this solver's function (only those it takes)."""

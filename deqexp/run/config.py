@@ -25,7 +25,7 @@ from omegaconf import MISSING
 from ..data import datasets as data
 from ..deq.gradients import GradientSettings
 from ..deq.inits import DEFAULT_SCALE, INITS, InitSpec
-from ..deq.solvers import SOLVERS, SolverSettings
+from ..deq.solvers import LINEAR_ONLY, SOLVERS, SolverSettings
 from ..theory.families import FAMILIES
 from ..theory.kernels import BASE_KERNELS
 
@@ -214,7 +214,8 @@ def registry_options() -> dict[tuple[str, str], Any]:
         out["family", name] = FamilyConf(name=name)
     for name in [*BASE_KERNELS, "se*periodic"]:
         out["kernel", name.replace("*", "_x_")] = KernelConf(name=name)
-    for name in SOLVERS:  # both solves: the backward one must converge too
+    for name in [s for s in SOLVERS if s not in LINEAR_ONLY]:  # both solves: the backward one
+        # must converge too (gmres solves the backward only: solver.backward.name=gmres)
         out["solver", name] = SolverConf(forward=SolverSettings(name=name),
                                          backward=GradientSettings(name=name))
     for name in INITS:

@@ -10,6 +10,7 @@ import difflib
 from omegaconf import OmegaConf
 
 from ..deq.inits import INITS
+from ..deq.solvers import LINEAR_ONLY
 from ..theory.families import FAMILIES, get_family
 from ..theory.kernels import build_kernel
 from .config import TASKS, ConfigError
@@ -88,6 +89,10 @@ def validate(cfg) -> None:
             OmegaConf.to_object(cfg.solver[key]).check(f"solver.{key}")
         except ValueError as err:
             raise ConfigError(str(err)) from None
+    if cfg.solver.forward.name in LINEAR_ONLY:
+        raise ConfigError(f"solver.forward.name={cfg.solver.forward.name} solves affine maps only, and "
+                          f"the forward map is nonlinear; use it for the adjoint solve: "
+                          f"solver.backward.name={cfg.solver.forward.name}")
     for key, v in (("init.lam", cfg.init.lam),
                    ("init.scale", cfg.init.scale), ("optim.lr", cfg.optim.lr),
                    ("kernel.lengthscale", cfg.kernel.lengthscale), ("kernel.variance", cfg.kernel.variance),
