@@ -125,3 +125,41 @@ def test_batched_lanczos_matches_eigvalsh_per_problem(reorthogonalise):
         return
     rayleigh = (vec * (ata @ vec[..., None])[..., 0]).sum(-1) / (vec * vec).sum(-1)
     assert torch.allclose(rayleigh, theta, rtol=1e-10, atol=0)
+
+
+def test_a_warm_started_norm_finds_a_new_top_direction_orthogonal_to_the_old_one():
+    # issue 18 item 5: W from diag(3, 2, 1, ...) to diag(3, 5, 1, ...); a pure warm start lies
+    # along e1 and would return 3
+    from deqexp.deq.operators import SVD_MAX, dense_norms
+
+    n = SVD_MAX + 4
+    w = torch.diag(torch.tensor([3.0, 2.0] + [1.0] * (n - 2), dtype=torch.float64))[None]
+    starts = {}
+    assert torch.allclose(dense_norms(w, starts), torch.tensor([3.0], dtype=torch.float64))
+    w2 = w.clone()
+    w2[0, 1, 1] = 5.0
+    assert torch.allclose(dense_norms(w2, starts), torch.tensor([5.0], dtype=torch.float64), rtol=1e-7)
+
+
+def test_a_warm_started_conv_norm_finds_a_new_top_channel():
+    from deqexp.deq.operators import conv_norm
+
+    filt = torch.zeros(2, 2, 3, 3, dtype=torch.float64)
+    filt[0, 0, 1, 1], filt[1, 1, 1, 1] = 3.0, 2.0   # channel-diagonal: the norm is 3, in channel 0
+    starts = {}
+    three, five = (torch.tensor([v], dtype=torch.float64) for v in (3.0, 5.0))
+    assert torch.allclose(conv_norm(filt[None], 6, 6, starts=starts), three)
+    filt[1, 1, 1, 1] = 5.0                          # now channel 1 is on top
+    assert torch.allclose(conv_norm(filt[None], 6, 6, starts=starts), five, rtol=1e-7)
+
+
+def test_jacobian_norms_warns_when_lanczos_misses_its_tolerance(monkeypatch):
+    # the converged flag is surfaced, as the operator norms do: two steps cannot reach 1e-8
+    from deqexp.deq import operators
+
+    model, t = _random_dense("tanh"), _inputs("tanh", 3, 4, 6)
+    assert torch.isfinite(model.jacobian_norms(t)).all()   # no warning at the real settings
+    real = operators.lanczos_top
+    monkeypatch.setattr(operators, "lanczos_top", lambda *a, **k: real(*a, **{**k, "max_steps": 2}))
+    with pytest.warns(UserWarning, match="jacobian_norms: Lanczos did not bring the residual"):
+        model.jacobian_norms(t)

@@ -153,9 +153,10 @@ class _DEQ(nn.Module):
                 if x0 is None:  # one member's start, shared by all
                     gen = torch.Generator().manual_seed(0)
                     x0 = torch.randn(z.shape[1:], generator=gen, dtype=z.dtype).to(z.device)
-                theta, _, _ = operators.lanczos_top(
+                theta, _, ok = operators.lanczos_top(
                     lambda v: self._recur_adjoint(p, var(var(self._recur(p, v)))),
                     x0.expand_as(z).clone(), tol, batch_dims=2, reorthogonalise=False)
+                operators.warn_unconverged("jacobian_norms", ok, theta, tol)
                 out.append(theta.clamp_min(0).sqrt())
         return torch.cat(out)
 
