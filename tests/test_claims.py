@@ -164,6 +164,19 @@ def test_sweep_claim_needs_paired_seeds_and_an_optimum_inside_the_grid():
     assert claims.sweep_claim(claims.sweep_table(dead), dead)[0] == "did not hold"
 
 
+def test_a_scale_listed_twice_in_the_grid_counts_once():
+    # the paper's E2 grid holds 1.0 in both logspaces: the same member trained twice; when it is
+    # the best scale the paired comparison must still pair each seed once
+    df = _sweep(1.0, 0.1, scales=(0.01, 0.1, 1.0, 1.0, 10.0), seeds=5, spread=True)
+    df.loc[df.init == "random", "test_loss"] *= 2
+    table = claims.sweep_table(df)
+    k = table.set_index("init").loc["kglm"]
+    assert k.best_scale == 1.0 and k.runs == 4 * 5
+    verdict, text = claims.sweep_claim(table, df)
+    assert verdict == "held" and "5 of 5 paired seeds" in text
+    assert len(claims.sweep_convergence(df)) == 2 * 4
+
+
 def test_a_scale_where_a_seed_diverged_is_never_the_best():
     df = _sweep(1.0, 10.0, seeds=3, diverged_r=1)  # random's best scale, 10, loses one seed
     r = claims.sweep_table(df).set_index("init").loc["random"]

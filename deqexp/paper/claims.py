@@ -231,8 +231,15 @@ def _seed_losses(g: pd.DataFrame) -> pd.DataFrame:
     return g.assign(loss=g.test_loss.where(~_diverged(g), np.inf))
 
 
+def unique_members(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (init, scale, seed, epoch): a grid that lists a scale twice (the paper's E2
+    grid has 1.0 in both of its logspaces) trains the same member twice, with the same result."""
+    return df.drop_duplicates(["init", "scale", "seed", "epoch"])
+
+
 def best_scale_losses(df: pd.DataFrame, init: str, scale: float, epoch: int) -> pd.Series:
     """Per seed, an init's test loss (diverged: +inf) at one scale and epoch."""
+    df = unique_members(df)
     g = df[(df.init == init) & (df.scale == scale) & (df.epoch == epoch)]
     return _seed_losses(g).set_index("seed").loss
 
@@ -243,6 +250,7 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     scale is at the edge of the sweep grid, its converged fraction, the median over scales, the
     number of diverged runs and (when logged) the median Jacobian norm over runs and the share of
     runs where it is exactly 0."""
+    df = unique_members(df)
     lo, hi = df.scale.min(), df.scale.max()
     rows = []
     for (init, epoch), g in df.groupby(["init", "epoch"], sort=False):
@@ -272,6 +280,7 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
 def sweep_convergence(df: pd.DataFrame) -> pd.DataFrame:
     """Per init and scale at the last epoch: converged fraction, residual, Jacobian norm (when
     logged), diverged runs."""
+    df = unique_members(df)
     last = df[df.epoch == df.epoch.max()]
     jac = {"jac_norm": ("jac_norm", "mean")} if has_jacobian(last) else {}
     return (last.groupby(["init", "scale"])
