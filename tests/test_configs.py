@@ -10,20 +10,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from deqexp.run.build import kernel_of, members_from_config
-from deqexp.run.config import CONF_DIR
+from deqexp.run.config import ADDED_OPTIONS, CONF_DIR
 from deqexp.run.validation import validate
 from deqexp.theory.kernels import build_kernel
 from tests.compose import compose_config
-
-BEFORE = Path(__file__).parent / "data" / "configs_before"
-ROOT = Path(CONF_DIR) / "experiment"
-PRESETS = sorted(str(p.relative_to(ROOT).with_suffix("")) for p in ROOT.rglob("*.yaml")
-                 if not p.name.startswith("_"))
-AUTHORS = ("paper/e1", "paper/e2", "paper/e3")  # presets that claim the authors' solver
-ISSUE19 = {"model.tie_readout": (False, True), "init.lengthscale_rng": ("torch", "numpy"),
-           "optim.anneal_extra_epochs": (0, 1)}  # key: (default, E2/E3 presets)
-NEW_SOLVER_KEYS = {"counting": "standard", "residual_eps": 0.0, "jacobian_at": "solution",
-                   "check_every": None, "memory": None, "damping": 1.0}
 
 
 def _flat(d, prefix=""):
@@ -34,6 +24,20 @@ def _flat(d, prefix=""):
         else:
             out[prefix + k] = v
     return out
+
+
+BEFORE = Path(__file__).parent / "data" / "configs_before"
+ROOT = Path(CONF_DIR) / "experiment"
+PRESETS = sorted(str(p.relative_to(ROOT).with_suffix("")) for p in ROOT.rglob("*.yaml")
+                 if not p.name.startswith("_"))
+AUTHORS = ("paper/e1", "paper/e2", "paper/e3")  # presets that claim the authors' solver
+ISSUE19 = {"model.tie_readout": (False, True), "init.lengthscale_rng": ("torch", "numpy"),
+           "optim.anneal_extra_epochs": (0, 1)}  # key: (default, E2/E3 presets)
+NEW_SOLVER_KEYS = {"counting": "standard", "residual_eps": 0.0, "jacobian_at": "solution",
+                   "check_every": None, "memory": None, "damping": 1.0, "on_failure": "warn"}
+# issue 18's stabilisers, off by default: (flattened) key -> its "off" value
+ISSUE18 = _flat({k: v for k, v in ADDED_OPTIONS.items() if isinstance(v, dict)}) | {
+    k: v for k, v in ADDED_OPTIONS.items() if not isinstance(v, dict)}
 
 
 @pytest.mark.parametrize("preset", [None, *PRESETS])
@@ -62,6 +66,8 @@ def _intended(key, old, new, old_all, new_all, preset) -> bool:
         return old is True and new is False and (preset == "default" or analysis)
     if key == "trainer.jac_samples":  # issue 11: a diagnostic column; training is unchanged
         return old == "<absent>" and new == 8
+    if key in ISSUE18:  # the stabilisers: absent before, off now
+        return old == "<absent>" and new == ISSUE18[key]
     if key in ISSUE19:  # the authors' E2 model, length-scales and schedule, in their presets only
         return old == "<absent>" and new == ISSUE19[key][preset.startswith(("paper/e2", "paper/e3"))]
     if key.startswith("solver."):

@@ -259,7 +259,8 @@ def test_a_full_disk_ends_with_one_line_and_no_partial_file(tmp_path, capsys, mo
 
     monkeypatch.setattr(checkpoints.torch, "save", disk_full)
     code, out = in_process(capsys, "train", *SMALL, "trainer.epochs=3", "trainer.checkpoint_every=1",
-                           f"hydra.run.dir={tmp_path / 'r'}")
+                           f"hydra.run.dir={tmp_path / 'r'}", "solver.forward.on_failure=ignore",
+                           "solver.backward.on_failure=ignore")  # no solver warnings: one line only
     assert code == 2 and out.strip().count("\n") == 0, out
     assert f"cannot write to {tmp_path / 'r'} (No space left on device" in out
     assert not list((tmp_path / "r").glob("*.tmp")) and not (tmp_path / "r" / "checkpoint.pt").exists()

@@ -171,10 +171,9 @@ def initialise(model: DenseDEQ | ConvDEQ, specs: list[InitSpec], seeds: list[int
                 weights = conv_member(spec, model.W.shape[1], model.W.shape[-1], image_size,
                                       model.padding, gen, norm_method=model.norm_method, seed=seed)
             else:
-                weights = dense_member(spec, kernel, x_in, x_out, model.W.shape[1], gen)
+                weights = dense_member(spec, kernel, x_in, x_out, model.width, gen)
             for name, value in weights.items():
-                if name in model._parameters:  # a tied readout has no V, Q of its own
-                    getattr(model, name)[e] = value.to(getattr(model, name).dtype)
+                model.set_member(e, name, value)
     frozen_q = torch.tensor([s.freeze_q and s.name == "random" for s in specs])
     if frozen_q.any():
         model.freeze("Q", frozen_q)

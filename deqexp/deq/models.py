@@ -19,6 +19,8 @@ from torch import nn
 from ..theory.families import Family
 from . import operators
 from .gradients import BackwardStats, GradientSettings, attach
+from .jacreg import hutchinson_frobenius
+from .recurrence import Recurrence
 from .solvers import LINEAR_ONLY, SolverResult, SolverSettings, concat_results
 
 Tensor = torch.Tensor
@@ -45,6 +47,7 @@ class _DEQ(nn.Module):
 
     readout_mean: bool = False
     tied: dict[str, str] = {}   # readout parameter -> the layer parameter it is (tie_readout)
+    recurrence: Recurrence = Recurrence()  # how W is parametrised and the fixed point found
 
     def __init__(self, family: Family, ensemble: int, solver: SolverSettings | None,
                  gradient: GradientSettings | None, readout: str, member_chunk: int | None = None):
@@ -81,6 +84,8 @@ class _DEQ(nn.Module):
         p = SimpleNamespace(**{n: q[sl] for n, q in self._parameters.items()})
         for tied, source in self.tied.items():  # a tied readout uses the layer's own filters
             setattr(p, tied, getattr(p, source))
+        if self.recurrence.name != "free":
+            p.W = self.recurrence.weight(p)  # W made from the stabiliser's raw parameters
         return p
 
     def _groups(self) -> list[slice]:
@@ -98,14 +103,19 @@ class _DEQ(nn.Module):
             # the pre-activation is a temporary: without autograd, activate it in place
             return self.family.mean(pre) if torch.is_grad_enabled() else self.family.mean_(pre)
 
+        f.activation = self.family.mean
         return f, inj
+
+    def _equilibrium(self, p, f, z0: Tensor, inj: Tensor) -> SolverResult:
+        """The forward solve (no gradients), as the recurrence's parametrisation does it."""
+        with torch.no_grad():
+            return self.recurrence.equilibrium(self.solver, f, z0, getattr(p, "W", None), inj)
 
     def _solve(self, p, t: Tensor, key: int, sink: BackwardStats) -> tuple[Tensor, SolverResult]:
         """Fixed point of one group of members, with the gradient method attached."""
         f, inj = self._map(p, t)
         z0 = self._z0(p, t)
-        with torch.no_grad():
-            res = self.solver.solve(f, z0)
+        res = self._equilibrium(p, f, z0, inj)
         jac = []  # a''(.) at the Jacobian's point, built by the first backward call only
 
         def vjp(u, plus=None):
@@ -148,7 +158,7 @@ class _DEQ(nn.Module):
             for sl in self._groups():
                 p, ts = self.members(sl), t[sl]
                 f, inj = self._map(p, ts)
-                z = self.solver.solve(f, self._z0(p, ts)).z
+                z = self._equilibrium(p, f, self._z0(p, ts), inj).z
                 var = self.family.variance_operator(self._recur_inject(p, z, inj))
                 if x0 is None:  # one member's start, shared by all
                     gen = torch.Generator().manual_seed(0)
@@ -160,6 +170,17 @@ class _DEQ(nn.Module):
                 out.append(theta.clamp_min(0).sqrt())
         return torch.cat(out)
 
+    def jacobian_penalty(self, t: Tensor, z_star: Tensor, probes: Tensor) -> Tensor:
+        """Per member ``(E,)``, the Hutchinson estimate of ``||J_f(z*)||_F^2 / d`` at the solves'
+        ``z_star`` with one probe per sample (:mod:`deqexp.deq.jacreg`), differentiable in the
+        parameters."""
+        t = self._expand(t)
+        out = []
+        for sl in self._groups():
+            f, _ = self._map(self.members(sl), t[sl])
+            out.append(hutchinson_frobenius(f, z_star[sl], probes[sl]))
+        return torch.cat(out)
+
     def fixed_point(self, t: Tensor) -> Tensor:
         """The (differentiable) fixed point ``z*`` for input ``t = T(y)``."""
         return self.run(t, readout=False).out
@@ -169,7 +190,12 @@ class _DEQ(nn.Module):
         return self.run(t).out
 
     def freeze(self, name: str, members: Tensor | None = None) -> None:
-        """Stop training parameter ``name`` for the given members (all by default)."""
+        """Stop training parameter ``name`` for the given members (all by default); W means
+        the parameters that W is made from."""
+        if name == "W" and self.recurrence.raw != ("W",):
+            for raw in self.recurrence.raw:
+                self.freeze(raw, members)
+            return
         if name not in self._parameters:
             raise ValueError(f"{type(self).__name__} has no parameter {name} of its own to freeze "
                              f"(it has {list(self._parameters)})")
@@ -177,12 +203,20 @@ class _DEQ(nn.Module):
         self.frozen[name] = mask.clone()
 
     def unfreeze(self, name: str) -> None:
-        self.frozen.pop(name, None)
+        for key in self.recurrence.raw if name == "W" else (name,):
+            self.frozen.pop(key, None)
+
+    def set_member(self, e: int, name: str, value: Tensor) -> None:
+        """Set member ``e``'s parameter ``name`` (W through the recurrence's raw parameters)."""
+        values = self.recurrence.factor(value) if name == "W" else {name: value}
+        for key, v in values.items():
+            if key in self._parameters:  # a tied readout has no V, Q of its own
+                getattr(self, key)[e] = v.to(getattr(self, key).dtype)
 
     def _member_mask(self, name: str, dead: Tensor | None) -> Tensor | None:
         mask = self.frozen.get(name)
-        if mask is not None and mask.device != self.W.device:
-            mask = self.frozen[name] = mask.to(self.W.device)  # once, not every step
+        if mask is not None and mask.device != self.U.device:
+            mask = self.frozen[name] = mask.to(self.U.device)  # once, not every step
         if dead is not None:
             mask = dead if mask is None else (mask | dead)
         return mask
@@ -213,11 +247,15 @@ class DenseDEQ(_DEQ):
     def __init__(self, n_in: int, width: int, n_out: int, family: Family, ensemble: int = 1,
                  solver: SolverSettings | None = None, gradient: GradientSettings | None = None,
                  readout: str = "natural", classes: int | None = None, member_chunk: int | None = None,
-                 dtype=torch.float32):
+                 recurrence: Recurrence | None = None, dtype=torch.float32):
         super().__init__(family, ensemble, solver, gradient, readout, member_chunk)
         e = ensemble
         z = lambda *s: nn.Parameter(torch.zeros(e, *s, dtype=dtype))  # noqa: E731
-        self.W, self.U, self.b = z(width, width), z(width, n_in), z(width)
+        self.recurrence = recurrence or Recurrence()
+        self.recurrence.check_family(family)
+        for name, value in self.recurrence.parameters(e, width, dtype).items():
+            setattr(self, name, nn.Parameter(value))
+        self.U, self.b = z(width, n_in), z(width)
         self.V, self.Q, self.c = z(n_out, width), z(n_out, n_in), z(n_out)
         # a trailing one-hot axis: the categorical family's classes, or the data's (copy_memory)
         self.classes = family.classes if classes is None else classes
@@ -225,8 +263,16 @@ class DenseDEQ(_DEQ):
     def _bias(self, b: Tensor) -> Tensor:
         return b[:, None, :, None] if self.classes else b[:, None, :]
 
+    @property
+    def width(self) -> int:
+        return self.U.shape[1]
+
+    def recurrent_weight(self) -> Tensor:
+        """Every member's W ``(E, d, d)``, made from the recurrence's raw parameters."""
+        return self.members().W
+
     def _z0(self, p, t):
-        shape = (t.shape[0], t.shape[1], self.W.shape[1]) + ((self.classes,) if self.classes else ())
+        shape = (t.shape[0], t.shape[1], self.width) + ((self.classes,) if self.classes else ())
         return t.new_zeros(shape)
 
     def _recur(self, p, z):
@@ -254,7 +300,7 @@ class DenseDEQ(_DEQ):
         """Per-member spectral norms of W and U (large ones warm-started from the last call)."""
         with torch.no_grad():
             return {k: operators.dense_norms(p, self._norm_starts[k])
-                    for k, p in (("W", self.W), ("U", self.U))}
+                    for k, p in (("W", self.recurrent_weight()), ("U", self.U))}
 
 
 class ConvDEQ(_DEQ):

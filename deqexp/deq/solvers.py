@@ -23,6 +23,38 @@ from .linalg import solve_spd
 Tensor = torch.Tensor
 FixedPointMap = Callable[[Tensor], Tensor]
 
+# how a sample's solve ended (SolverResult.outcome holds the index), in this order of precedence
+OUTCOMES = ("converged", "cap", "stalled", "nonfinite")
+CONVERGED, CAP, STALLED, NONFINITE = range(len(OUTCOMES))
+# stalled: the last quarter of its iterations lowered its best residual by less than 10%
+# (a plateau, a cycle or a slow divergence: more iterations would not help); cap: it was
+# still making progress when the iteration cap stopped it
+STALL_WINDOW, STALL_GAIN = 0.25, 0.9
+ON_FAILURE = ("ignore", "warn", "raise")
+
+
+def outcomes(z: Tensor, residual: Tensor, trace: Tensor, tol: float) -> Tensor:
+    """Each (member, sample)'s :data:`OUTCOMES` index ``(E, B)`` from its final iterate,
+    residual and residual trace (computed once, after the loop: no host sync)."""
+    finite = torch.isfinite(z).flatten(2).all(-1) & torch.isfinite(residual)
+    steps = trace.shape[0]
+    w = max(1, int(steps * STALL_WINDOW))
+    if steps > w:
+        recent = trace[-w:].nan_to_num(nan=float("inf")).amin(0)
+        before = trace[:-w].nan_to_num(nan=float("inf")).amin(0)
+        stalled = ~(recent < STALL_GAIN * before)
+    else:  # too few steps to tell a plateau from progress
+        stalled = torch.zeros_like(finite)
+    out = torch.full(residual.shape, CAP, dtype=torch.int8, device=residual.device)
+    out = torch.where(stalled, torch.full_like(out, STALLED), out)
+    out = torch.where(residual <= tol, torch.full_like(out, CONVERGED), out)
+    return torch.where(finite, out, torch.full_like(out, NONFINITE))
+
+
+def outcome_counts(outcome: Tensor) -> dict[str, Tensor]:
+    """Per member, how many samples ended each way: ``{name: (E,) counts}``."""
+    return {name: (outcome == i).sum(1) for i, name in enumerate(OUTCOMES)}
+
 
 @dataclass
 class SolverResult:
@@ -34,6 +66,11 @@ class SolverResult:
     trace: Tensor          # (steps, E, B) relative residual after each step
     converged: Tensor      # (E, B) residual <= tol (False for NaN/inf)
     steps: int             # loop steps run (max over samples)
+    outcome: Tensor | None = None  # (E, B) index into OUTCOMES: how each sample's solve ended
+
+    def counts(self) -> dict[str, Tensor]:
+        """Per member, the number of samples that ended each way (see :data:`OUTCOMES`)."""
+        return outcome_counts(self.outcome)
 
 
 def concat_results(results: list[SolverResult]) -> SolverResult:
@@ -45,7 +82,7 @@ def concat_results(results: list[SolverResult]) -> SolverResult:
               for r in results]
     cat = lambda key: torch.cat([getattr(r, key) for r in results])  # noqa: E731
     return SolverResult(cat("z"), cat("iterations"), cat("residual"), torch.cat(traces, dim=1),
-                        cat("converged"), steps)
+                        cat("converged"), steps, cat("outcome"))
 
 
 STOP_RULES = ("sample", "member")
@@ -109,8 +146,8 @@ class _Loop:
 
     def result(self, z: Tensor) -> SolverResult:
         trace = torch.stack(self.trace) if self.trace else self.residual[None]
-        return SolverResult(z, self.iterations, self.residual, trace,
-                            self.residual <= self.tol, len(self.trace))
+        return SolverResult(z, self.iterations, self.residual, trace, self.residual <= self.tol,
+                            len(self.trace), outcomes(z, self.residual, trace, self.tol))
 
 
 def _mask(active: Tensor, like: Tensor) -> Tensor:
@@ -322,6 +359,8 @@ class SolverSettings:
     residual_eps: float = 0.0         # residual ||f(z)-z|| / (residual_eps + ||f(z)||)
     counting: str = "standard"        # standard | authors (one untested application first)
     check_every: Optional[int] = None  # host check for early exit (None: 1 on CPU, 8 on GPU)
+    on_failure: str = "warn"          # samples that did not converge: ignore | warn (once per run,
+                                      # with their share) | raise (stop the run with an error)
 
     def check(self, key: str = "solver") -> None:
         """Raise ValueError naming ``key`` for a value that no solver accepts or that this
@@ -337,6 +376,9 @@ class SolverSettings:
         if self.counting not in COUNTINGS:
             raise ValueError(f"{key}.counting={self.counting!r} is not valid; "
                              f"choose one of {list(COUNTINGS)}")
+        if self.on_failure not in ON_FAILURE:
+            raise ValueError(f"{key}.on_failure={self.on_failure!r} is not valid; "
+                             f"choose one of {list(ON_FAILURE)}")
         if self.residual_eps < 0:
             raise ValueError(f"{key}.residual_eps={self.residual_eps} must be >= 0")
         if self.check_every is not None and self.check_every < 1:

@@ -12,6 +12,9 @@ from omegaconf import OmegaConf
 from ..data.datasets import Data, DataError, load_dataset
 from ..deq.inits import DEFAULT_SCALE, InitSpec, initialise
 from ..deq.models import ConvDEQ, DenseDEQ
+from ..deq.monotone import Monotone
+from ..deq.recurrence import Recurrence
+from ..deq.spectral import Spectral
 from ..theory.families import get_family
 from ..theory.filters import grid_locations
 from ..theory.kernels import build_kernel
@@ -45,6 +48,16 @@ def kernel_of(cfg):
 def solvers_of(cfg):
     """The forward solve's and the gradient method's settings (typed, checked)."""
     return OmegaConf.to_object(cfg.solver.forward), OmegaConf.to_object(cfg.solver.backward)
+
+
+def recurrence_of(cfg) -> Recurrence:
+    """The dense layer's parametrisation of W (``model.recurrence``)."""
+    kind = cfg.model.recurrence
+    if kind == "spectral":
+        return Spectral(cfg.model.spectral.target, cfg.model.spectral.learned)
+    if kind == "monotone":
+        return Monotone(cfg.model.monotone.margin)
+    return Recurrence()
 
 
 def members_from_config(cfg) -> list[Member]:
@@ -218,7 +231,8 @@ def build_model(cfg, job: JobData, members: list[Member], device, dtype):
         n_in, n_out = meta.x_in.shape[0], meta.x_out.shape[0]
         width = n_in if cfg.model.width is None else cfg.model.width
         model = DenseDEQ(n_in, width, n_out, family, e, solver=solver, gradient=gradient,
-                         readout=cfg.model.readout, classes=meta.classes or None, dtype=torch.float64)
+                         readout=cfg.model.readout, classes=meta.classes or None,
+                         recurrence=recurrence_of(cfg), dtype=torch.float64)
         initialise(model, specs, seeds, kernel=kernel_of(cfg), x_in=meta.x_in.double().cpu(),
                    x_out=meta.x_out.double().cpu())
     model.member_chunk = member_chunk(cfg, job, device)

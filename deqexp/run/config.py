@@ -33,7 +33,12 @@ TASKS = ("train", "kglm_agreement", "init_timing")
 # keys (and key prefixes) that do not change a run's results: left out of its fingerprint and
 # of its folder name
 NON_RESULT_KEYS = ("force", "name", "launcher", "logger", "trainer.device", "trainer.threads",
-                   "trainer.member_chunk", "trainer.checkpoint_every", "paths.output", "hydra")
+                   "trainer.member_chunk", "trainer.checkpoint_every", "paths.output", "hydra",
+                   "solver.forward.on_failure", "solver.backward.on_failure")
+# options added after results were made, with the value that means "off": left out of the
+# fingerprint while they hold it, so that a new option never invalidates the runs that do not
+# use it (filled in below, from the schemas' defaults)
+ADDED_OPTIONS: dict[str, Any] = {}
 
 
 class ConfigError(ValueError):
@@ -70,6 +75,21 @@ class SolverConf:
 
 
 @dataclass
+class SpectralConf:
+    """model.recurrence=spectral: W = g W_raw / ||W_raw||_2 (deqexp.deq.spectral)."""
+
+    target: float = 1.0          # g, the norm W is held at
+    learned: bool = False        # g a trained parameter per member (starting at target)
+
+
+@dataclass
+class MonotoneConf:
+    """model.recurrence=monotone: W = (1 - m) I - A^T A + B - B^T (deqexp.deq.monotone)."""
+
+    margin: float = 1.0          # m: I - W >= m I (m = 1 holds the kGLM init exactly)
+
+
+@dataclass
 class ModelConf:
     kind: str = "dense"          # dense | conv
     width: Optional[int] = None  # dense hidden width (None: number of input locations)
@@ -80,6 +100,10 @@ class ModelConf:
                                  # metrics alike: exact | dft (the authors') | bound
     tie_readout: bool = False    # conv: the readout uses the layer's filters, V = W and Q = U
                                  # (the authors' E2 model: half the parameters)
+    recurrence: str = "free"     # dense W: free | spectral (normalised to a target norm) |
+                                 # monotone (monDEQ's class, solved by Peaceman-Rachford)
+    spectral: SpectralConf = field(default_factory=SpectralConf)
+    monotone: MonotoneConf = field(default_factory=MonotoneConf)
 
 
 @dataclass
@@ -103,6 +127,14 @@ class EnsembleConf:
 
 
 @dataclass
+class JacRegConf:
+    """Jacobian regularisation (deqexp.deq.jacreg): loss + weight x Hutchinson ||J_f(z*)||_F^2 / d."""
+
+    weight: float = 0.0          # 0: off
+    every: int = 1               # on every k-th training step
+
+
+@dataclass
 class TrainerConf:
     epochs: int = 200
     batch_size: int = 0          # 0: full batch
@@ -120,6 +152,7 @@ class TrainerConf:
     member_chunk: Optional[int] = None  # members solved together (None: ~1M values a group on
                                         # a CPU, all members on a GPU); results do not depend on it
     ensemble: EnsembleConf = field(default_factory=EnsembleConf)
+    jac_reg: JacRegConf = field(default_factory=JacRegConf)
 
 
 @dataclass
@@ -128,6 +161,12 @@ class WandbConf:
     mode: Optional[str] = None   # offline | online | disabled (None: $WANDB_MODE, else offline)
     project: str = "deqexp"
     entity: Optional[str] = None
+
+
+ADDED_OPTIONS.update({"model.recurrence": "free",
+                      "model.spectral": dataclasses.asdict(SpectralConf()),
+                      "model.monotone": dataclasses.asdict(MonotoneConf()),
+                      "trainer.jac_reg": dataclasses.asdict(JacRegConf())})
 
 
 @dataclass

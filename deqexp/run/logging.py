@@ -19,10 +19,16 @@ import socket
 import sys
 from pathlib import Path
 
+from ..deq.solvers import OUTCOMES
+
+# samples per solver outcome: the evaluation's forward solves on the test split, and the
+# epoch's adjoint solves (every training batch's); deqexp.deq.solvers.OUTCOMES
+OUTCOME_COLUMNS = [f"{solve}_n_{o}" for solve in ("fwd", "bwd") for o in OUTCOMES]
 METRIC_COLUMNS = [
     "member", "seed", "init", "scale", "epoch", "train_loss", "test_loss", "fwd_iters_mean",
     "fwd_iters_max", "fwd_residual", "converged_frac", "bwd_iters_mean", "bwd_residual",
-    "bwd_converged_frac", "op_norm_W", "op_norm_U", "jac_norm", "epoch_time_s", "status",
+    "bwd_converged_frac", "op_norm_W", "op_norm_U", "jac_norm", *OUTCOME_COLUMNS,
+    "epoch_time_s", "status",
 ]
 MARKER = "COMPLETE"
 FAILED = "FAILED"    # why the last attempt stopped with an error (deqexp status reads it)

@@ -26,14 +26,14 @@ from ..data.datasets import DataError
 from ..theory.families import FamilyDataError
 from .build import build_model, load_job_data, members_from_config, resolve_device
 from .checkpoints import CHECKPOINT, load_checkpoint
-from .config import NON_RESULT_KEYS, ConfigError
+from .config import ADDED_OPTIONS, NON_RESULT_KEYS, ConfigError
 from .digests import data_digests
 from .logging import CsvLog, FolderBusy, RunFolder, WandbError, WandbLog
 from .signals import StopRequested, StopSignals
-from .train import fit
+from .train import SolverFailure, fit
 from .validation import check_sweep_axes, validate
 
-USER_ERRORS = (ConfigError, DataError, FamilyDataError, FolderBusy, WandbError)
+USER_ERRORS = (ConfigError, DataError, FamilyDataError, FolderBusy, WandbError, SolverFailure)
 
 
 def fingerprint(cfg, digests: dict[str, str] | None = None) -> str:
@@ -43,12 +43,13 @@ def fingerprint(cfg, digests: dict[str, str] | None = None) -> str:
     digests = data_digests(cfg.dataset) if digests is None else digests
     if digests:  # generated data: the fingerprint stays what it was before files were hashed
         c["data_files"] = digests
-    for key in NON_RESULT_KEYS:
+    for key in [*NON_RESULT_KEYS, *ADDED_OPTIONS]:
         *parents, last = key.split(".")
         node = c
         for p in parents:
             node = node.get(p, {})
-        node.pop(last, None)
+        if key in NON_RESULT_KEYS or node.get(last) == ADDED_OPTIONS[key]:
+            node.pop(last, None)
     return hashlib.sha256(repr(sorted(c.items())).encode()).hexdigest()[:16]
 
 

@@ -17,12 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..deq import jacreg
 from ..deq.models import ConvDEQ
+from ..deq.solvers import OUTCOMES
 from ..theory.kglm import contraction_factor
 from .build import JobData, Member, batches
 from .checkpoints import LoopState, restore, save_checkpoint, save_model
 from .config import ConfigError
-from .logging import Progress
+from .logging import OUTCOME_COLUMNS, Progress
 from .optimizers import make_optimizer
 from .signals import StopSignals
 
@@ -50,12 +52,19 @@ class Totals:
     def __init__(self):
         self.sums: dict[str, Tensor] = {}
         self.maxes: dict[str, Tensor] = {}
+        self.counts: dict[str, Tensor] = {}  # summed, not averaged: samples per solver outcome
         self.count = 0
 
     def add(self, **values: Tensor) -> None:
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0) + v.detach()
         self.count += 1
+
+    def tally(self, res, prefix: str) -> None:
+        """Add a solve's per-member outcome counts (``PREFIX_n_OUTCOME``)."""
+        for name, n in res.counts().items():
+            key = f"{prefix}_n_{name}"
+            self.counts[key] = self.counts.get(key, 0) + n
 
     def max(self, **values: Tensor) -> None:
         for k, v in values.items():
@@ -80,10 +89,11 @@ def evaluate(model, job: JobData, x: Tensor, y: Tensor, loss_kind: str, batch_si
             run = model.run(job.batch(x, idx))
             loss = member_loss(loss_kind, run.out, job.batch(y, idx))
             tot.add(loss=loss, **solve_stats(run.forward, "fwd"))
+            tot.tally(run.forward, "fwd")
             tot.max(iters_max=run.forward.iterations.double().amax(1))
     out = {k: tot.mean(k) for k in tot.sums}
     out["iters_max"] = tot.maxes["iters_max"]
-    return out
+    return {**out, **tot.counts}
 
 
 def operator_norms(model, job: JobData) -> dict[str, Tensor]:
@@ -115,6 +125,8 @@ def rows(members: list[Member], epoch: int, train, test, bwd: Totals, norms, epo
         "bwd_iters_mean": bwd.mean("bwd_iters"), "bwd_residual": bwd.mean("bwd_residual"),
         "bwd_converged_frac": bwd.mean("bwd_converged"), "op_norm_W": norms["W"],
         "op_norm_U": norms["U"], "jac_norm": norms.get("J"),
+        **{k: test.get(k) for k in OUTCOME_COLUMNS if k.startswith("fwd")},
+        **{k: bwd.counts.get(k) for k in OUTCOME_COLUMNS if k.startswith("bwd")},
     }
     host = {k: (v.double().cpu().tolist() if v is not None else [math.nan] * len(members))
             for k, v in cols.items()}
@@ -127,6 +139,47 @@ def rows(members: list[Member], epoch: int, train, test, bwd: Totals, norms, epo
         row.update({k: v[m.index] for k, v in host.items()})
         out.append(row)
     return out
+
+
+class SolverFailure(RuntimeError):
+    """``solver.*.on_failure=raise`` and some solve did not converge: the run stops."""
+
+
+class FailureWatch:
+    """``solver.forward.on_failure`` / ``solver.backward.on_failure`` over the outcome counts of
+    the metrics rows (living members only: a diverged member is already recorded as such):
+    ``warn`` says it once per run and solve, with the share of samples; ``raise`` stops the run."""
+
+    WHAT = {"fwd": ("forward", "the test split's forward solves"),
+            "bwd": ("backward", "the epoch's adjoint (backward) solves")}
+
+    def __init__(self, cfg):
+        self.modes = {"fwd": cfg.solver.forward.on_failure, "bwd": cfg.solver.backward.on_failure}
+        self.settings = {"fwd": cfg.solver.forward, "bwd": cfg.solver.backward}
+        self.warned: set[str] = set()
+
+    def check(self, epoch: int, rows: list[dict]) -> None:
+        for solve, mode in self.modes.items():
+            if mode == "ignore" or (mode == "warn" and solve in self.warned):
+                continue
+            n = {o: sum(r[f"{solve}_n_{o}"] for r in rows if r["status"] == "ok"
+                        and math.isfinite(r[f"{solve}_n_{o}"])) for o in OUTCOMES}
+            total = sum(n.values())
+            if total == 0 or n["converged"] == total:
+                continue
+            key, what = self.WHAT[solve]
+            s = self.settings[solve]
+            shares = ", ".join(f"{o} {n[o] / total:.0%}" for o in OUTCOMES[1:])
+            text = (f"{1 - n['converged'] / total:.0%} of {what} ({total - n['converged']:.0f} of "
+                    f"{total:.0f} samples) did not reach solver.{key}.tol={s.tol} at epoch {epoch}: "
+                    f"{shares} (solver.{key}.name={s.name}, max_iter={s.max_iter})")
+            if mode == "raise":
+                raise SolverFailure(f"{text}; solver.{key}.on_failure=raise stops the run. Raise "
+                                    f"solver.{key}.max_iter, use solver=anderson, or set "
+                                    f"solver.{key}.on_failure=warn to record it and go on")
+            self.warned.add(solve)
+            print(f"warning: {text}. Recorded per epoch in metrics.csv ({solve}_n_*); "
+                  f"solver.{key}.on_failure=ignore silences this, =raise stops the run", flush=True)
 
 
 def note_contraction(model, job: JobData, members: list[Member]) -> None:
@@ -142,7 +195,25 @@ def note_contraction(model, job: JobData, members: list[Member]) -> None:
 
 
 # --------------------------------------------------------------------------- the loop
-def train_epoch(model, job: JobData, opt, sched, gens, loss_kind: str, bs: int, alive: Tensor):
+class JacobianPenalty:
+    """``trainer.jac_reg``: the Hutchinson penalty on every ``every``-th training step, with
+    probes from per-seed generators (saved in checkpoints with the batch-order ones)."""
+
+    def __init__(self, cfg, seeds: list[int]):
+        self.weight, self.every, self.step = cfg.trainer.jac_reg.weight, cfg.trainer.jac_reg.every, 0
+        self.gens = [torch.Generator().manual_seed(s + 2_000_003) for s in seeds] if self.weight else []
+
+    def __call__(self, model, job: JobData, x: Tensor, run) -> Tensor | None:
+        """Per member, ``weight x`` the penalty for this step (None: not this step)."""
+        self.step += 1
+        if not self.weight or (self.step - 1) % self.every:
+            return None
+        probes = jacreg.probes(self.gens, run.forward.z, job.seed_index)
+        return self.weight * model.jacobian_penalty(x, run.forward.z, probes)
+
+
+def train_epoch(model, job: JobData, opt, sched, gens, loss_kind: str, bs: int, alive: Tensor,
+                penalty: JacobianPenalty | None = None):
     """One pass over the training split; returns the updated alive mask and backward stats."""
     model.train()
     bwd = Totals()
@@ -150,12 +221,16 @@ def train_epoch(model, job: JobData, opt, sched, gens, loss_kind: str, bs: int, 
         x, y = job.batch(job.train_x, idx), job.batch(job.train_y, idx)
         run = model.run(x)
         losses = member_loss(loss_kind, run.out, y)
+        extra = penalty(model, job, x, run) if penalty is not None else None
+        if extra is not None:
+            losses = losses + extra
         alive = alive & torch.isfinite(losses)
         opt.zero_grad(set_to_none=True)
         torch.where(alive, losses, 0.0).sum().backward()
         adjoint = run.backward.result  # filled in by backward()
         if adjoint is not None:
             bwd.add(**solve_stats(adjoint, "bwd"))
+            bwd.tally(adjoint, "bwd")
         opt.step(model.hold_masks(~alive))  # frozen and dead members: values and moments kept
         if sched is not None:
             sched.step()
@@ -174,15 +249,20 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
     loss_kind, bs, epochs = job.meta.loss, cfg.trainer.batch_size, cfg.trainer.epochs
     n_train = job.train_x.shape[1]
     opt, sched = make_optimizer(cfg, model, math.ceil(n_train / (bs or n_train)))
+    penalty = JacobianPenalty(cfg, job.seeds)
+    # the batch orders' generators, then the penalty's probes' (checkpointed together)
     gens = [torch.Generator().manual_seed(s + 1_000_003) for s in job.seeds]
+    all_gens = gens + penalty.gens
     state = LoopState.start(model, torch.ones(len(members), dtype=torch.bool, device=device))
     if resume is not None:
-        state = restore(resume, model, opt, sched, gens, device)
+        state = restore(resume, model, opt, sched, all_gens, device)
+    penalty.step = state.epoch * math.ceil(n_train / (bs or n_train))  # its phase, on resume too
     naive = torch.tensor([m.spec.name == "naive" for m in members])
     if state.epoch < cfg.trainer.freeze_wu_epochs and naive.any():
         model.freeze("W", naive)
         model.freeze("U", naive)
     progress = Progress(epochs, cfg.logger.progress, label, start=state.epoch)
+    watch = FailureWatch(cfg)
 
     def record(epoch, bwd, epoch_time, last=False):
         test = evaluate(model, job, job.test_x, job.test_y, loss_kind, bs)
@@ -194,6 +274,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         new = rows(members, epoch, train, test, bwd, norms, epoch_time, state.alive)
         for log in logs:
             log.log(new)
+        watch.check(epoch, new)
         state.evaluated_at(epoch, model, [r["test_loss"] if r["status"] == "ok" else math.nan for r in new])
         finite = [v for v in state.history[-1] if math.isfinite(v)]
         mean = float(np.mean(finite)) if finite else math.nan
@@ -204,7 +285,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         note_contraction(model, job, members)
     every = cfg.trainer.checkpoint_every
     stop = stop or StopSignals()
-    save = lambda: save_checkpoint(folder, fingerprint, state, model, opt, sched, gens)  # noqa: E731
+    save = lambda: save_checkpoint(folder, fingerprint, state, model, opt, sched, all_gens)  # noqa: E731
     stop.check(state.epoch)  # asked during set-up: the checkpoint on disk (if any) is this epoch
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
@@ -212,7 +293,8 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
                 model.unfreeze("W")
                 model.unfreeze("U")
             t0 = time.perf_counter()
-            state.alive, bwd = train_epoch(model, job, opt, sched, gens, loss_kind, bs, state.alive)
+            state.alive, bwd = train_epoch(model, job, opt, sched, gens, loss_kind, bs, state.alive,
+                                           penalty)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             state.epoch = epoch

@@ -140,6 +140,7 @@ def validate(cfg) -> None:
     if cfg.model.tie_readout and cfg.init.freeze_q:
         raise ConfigError("init.freeze_q=true fixes Q at 0, but model.tie_readout=true makes Q the "
                           "input filters U; set one of them to false")
+    stabilisers(cfg)
     _choice("model.norm_method", cfg.model.norm_method, ("exact", "dft", "bound"))
     _choice("model.kind", cfg.model.kind, ("dense", "conv"))
     _choice("model.readout", cfg.model.readout, ("natural", "mean"))
@@ -152,6 +153,31 @@ def validate(cfg) -> None:
                           "choose auto, cpu, cuda or cuda:N")
     if cfg.logger.wandb.mode is not None:
         _choice("logger.wandb.mode", cfg.logger.wandb.mode, ("offline", "online", "disabled"))
+
+
+RECURRENCES = ("free", "spectral", "monotone")
+
+
+def stabilisers(cfg) -> None:
+    """The stability options: model.recurrence (spectral, monotone) and trainer.jac_reg."""
+    from ..deq.monotone import Monotone
+
+    rec = cfg.model.recurrence
+    _choice("model.recurrence", rec, RECURRENCES)
+    _positive("model.spectral.target", cfg.model.spectral.target)
+    _positive("model.monotone.margin", cfg.model.monotone.margin)
+    _positive("trainer.jac_reg.weight", cfg.trainer.jac_reg.weight, strict=False)
+    _positive("trainer.jac_reg.every", cfg.trainer.jac_reg.every)
+    if rec != "free" and cfg.model.kind != "dense":
+        raise ConfigError(f"model.recurrence={rec} parametrises a dense W; model=conv has filters "
+                          "(use trainer.jac_reg for a conv DEQ, or model=dense)")
+    if rec == "monotone":
+        _library_check("family", lambda: Monotone(cfg.model.monotone.margin)
+                       .check_family(get_family(cfg.family.name, cfg.family.trials, cfg.family.classes)))
+        if cfg.solver.backward.gradient == "unrolled":
+            raise ConfigError("model.recurrence=monotone solves by Peaceman-Rachford splitting, which "
+                              "solver.backward.gradient=unrolled would not differentiate; use implicit "
+                              "(with solver.backward.name=gmres: it needs no contraction) or onestep")
 
 
 def check_sweep_axes(cfg, overrides: list[str]) -> None:
