@@ -210,3 +210,47 @@ def test_timing_claim_states_the_ratio():
     verdict, text = claims.timing_claim(claims.timing_table(df))
     assert verdict == "measured"
     assert "ratio 300x" in text and "size^3.00" in text
+
+
+def _stability(losses, converged=None):
+    """Last-epoch rows: losses[stabiliser][init] = per-seed losses; outcome counts of 10 samples."""
+    rows = []
+    for stab, by_init in losses.items():
+        for init, values in by_init.items():
+            for seed, v in enumerate(values):
+                ok = (converged or {}).get(stab, 10)
+                rows.append({"stabiliser": stab, "init": init, "seed": seed, "epoch": 5, "test_loss": v,
+                             "status": "ok", "jac_norm": 0.9, "fwd_n_converged": ok,
+                             "fwd_n_cap": 10 - ok, "fwd_n_stalled": 0, "fwd_n_nonfinite": 0,
+                             "bwd_n_converged": 4, "bwd_n_cap": 0, "bwd_n_stalled": 0,
+                             "bwd_n_nonfinite": 0})
+    return pd.DataFrame(rows)
+
+
+def test_stability_table_pairs_by_seed_within_each_stabiliser():
+    rng = np.random.default_rng(0)
+    k = rng.uniform(0.1, 0.2, 6)
+    df = _stability({"plain": {"kglm": k, "random": k + 0.05},
+                     "spectral": {"kglm": k[::-1] + 0.3, "random": k + 0.01}},
+                    converged={"plain": 3})
+    table = claims.stability_table(df).set_index(["stabiliser", "init"])
+    plain, spec = table.loc["plain", "random"], table.loc["spectral", "random"]
+    assert plain.kglm_wins == 6 and math.isclose(plain.sign_p, 0.5**6)
+    assert plain.kglm_advantage == claims.HELD
+    # within spectral kglm loses every seed (paired, not the pooled means)
+    wins = int(((k[::-1] + 0.3) < (k + 0.01)).sum())
+    assert spec.kglm_wins == wins == 0 and spec.kglm_advantage == claims.NOT_HELD
+    # converged share from the outcome counts; the stabiliser against plain, same init and seed
+    assert math.isclose(table.loc["plain", "kglm"].fwd_converged, 0.3)
+    assert math.isclose(table.loc["spectral", "kglm"].fwd_converged, 1.0)
+    assert table.loc["spectral", "random"].better_than_plain == int(((k + 0.01) < (k + 0.05)).sum()) == 6
+    verdict, text = claims.stability_claim(claims.stability_table(df))
+    assert verdict == claims.MEASURED
+    assert "**plain**: kGLM advantage held" in text and "**spectral**: kGLM advantage did not hold" in text
+
+
+def test_the_convergence_note_reads_the_outcome_counts():
+    df = _curves({"kglm": [0.1, 0.11], "random": [0.2, 0.21]}, converged=0.5)
+    df["fwd_n_converged"], df["fwd_n_cap"], df["fwd_n_stalled"], df["fwd_n_nonfinite"] = 5, 2, 3, 0
+    note = claims.convergence_note(claims.curves_table(df))
+    assert "20% were still improving at the cap, 30% had stalled and 0% were non-finite" in note

@@ -69,10 +69,14 @@ def test_each_option_composes_as_before_the_move_to_yaml(recorded):
     assert now == yaml.safe_load(recorded.read_text())
 
 
+# groups (and the newton solver) added after the recording (issue 18): they have no "before"
+LATER_GROUPS = ("stabiliser", "experiment/stability")
+
+
 def test_every_file_option_was_recorded_before():
     recorded = {tuple(p.stem.split("__")) for p in BEFORE.glob("*.yaml")}
     on_disk = {(g, n) for g, names in _groups_on_disk().items() for n in names
-               if g not in ("launcher", "experiment/paper")}
+               if g not in ("launcher", "experiment/paper", *LATER_GROUPS)} - {("solver", "newton")}
     assert on_disk == recorded
 
 

@@ -137,3 +137,25 @@ def test_gmres_is_refused_for_the_nonlinear_forward_solve():
         validate(compose_config("solver.forward.name=gmres"))
     with pytest.raises(ValueError, match="affine maps only"):
         DenseDEQ(D, D, 4, get_family("tanh"), solver=SolverSettings("gmres"))
+
+
+def test_newton_gmres_solves_an_expansive_forward_map_where_iteration_stalls():
+    from deqexp.deq.solvers import STALLED, forward_iteration, newton
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 8, 8, generator=g, dtype=torch.float64)  # non-symmetric, ||W||_2 = 3
+    w = 3 * w / torch.linalg.matrix_norm(w, 2)[:, None, None]
+    t = torch.randn(3, 5, 8, generator=g, dtype=torch.float64)
+
+    def f(z):
+        return torch.tanh(torch.einsum("eij,ebj->ebi", w, z) + 0.5 * t)
+
+    res = newton(f, torch.zeros_like(t), tol=1e-10, max_iter=50)
+    assert bool(res.converged.all()) and int(res.iterations.max()) < 30
+    assert float((f(res.z) - res.z).abs().max()) < 1e-12   # the fixed-point equation itself
+    plain = forward_iteration(f, torch.zeros_like(t), tol=1e-10, max_iter=200)
+    assert not bool(plain.converged.any()) and bool((plain.outcome == STALLED).any())
+    # per sample: one sample solved alone ends where it ended in the batch
+    alone = newton(lambda z: torch.tanh(torch.einsum("eij,ebj->ebi", w[1:2], z) + 0.5 * t[1:2, 2:3]),
+                   torch.zeros_like(t[1:2, 2:3]), tol=1e-10, max_iter=50)
+    assert torch.allclose(alone.z[0, 0], res.z[1, 2], atol=1e-12)

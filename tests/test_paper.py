@@ -19,20 +19,24 @@ def test_reproduce_paper_smoke(tmp_path):
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     # NaN by design: std over one seed; kglm's comparison with itself
-    undefined = ["best_std_over_seeds", "kglm_beats", "overlaps_kglm", "pairs", "wins", "losses", "sign_p"]
+    undefined = ["best_std_over_seeds", "kglm_beats", "overlaps_kglm", "pairs", "wins", "losses", "sign_p",
+                 "kglm_wins", "better_than_plain", "vs_plain_pairs", "vs_plain_p"]
     for name in ("e1_test_loss", "e1_equilibrium", "e2_sweep", "e2_convergence", "e2_construction",
-                 "e3_sweep", "e4_agreement", "e5_timing", "e6_test_loss"):
+                 "e3_sweep", "e4_agreement", "e5_timing", "e6_test_loss", "stability_e1"):
         table = pd.read_csv(out / f"{name}.csv")
         assert len(table) > 0
         numbers = table.select_dtypes("number").drop(columns=undefined, errors="ignore")
         assert numbers.map(math.isfinite).all().all(), name
         assert (out / f"{name}.md").read_text().startswith("|")
     for fig in ("e1_test_loss", "e1_convergence", "e1_converged_convergence", "e2_loss_vs_norm",
-                "e2_stability", "e3_loss_vs_norm", "e4_panel", "e5_timing", "e6_test_loss"):
+                "e2_stability", "e3_loss_vs_norm", "e4_panel", "e5_timing", "e6_test_loss", "stability_e1"):
         assert (out / f"{fig}.png").stat().st_size > 5000
     report = (out / "REPORT.md").read_text()
-    for exp in ("E1", "E1 at equilibrium", "E2", "E3", "E4", "E5", "E6"):
+    for exp in ("E1", "E1 at equilibrium", "E2", "E3", "E4", "E5", "E6", "Stability"):
         assert f"## {exp}:" in report
+    stab = pd.read_csv(out / "stability_e1.csv")
+    assert set(stab.stabiliser) == {"plain", "jac_reg", "spectral", "monotone"}
+    assert (stab[stab.stabiliser == "monotone"].fwd_converged == 1).all()  # Peaceman-Rachford
     assert "No completed runs" not in report
     claims = json.loads((out / "claims.json").read_text())
     assert claims["e4"]["verdict"] == "held"  # agreement to numerical precision at kglm init

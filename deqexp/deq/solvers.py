@@ -319,7 +319,58 @@ def gmres(f: FixedPointMap, z0: Tensor, *, tol: float, max_iter: int, memory: in
     return loop.result(z_out.reshape(shape))
 
 
-SOLVERS = {"forward": forward_iteration, "anderson": anderson, "broyden": broyden, "gmres": gmres}
+NEWTON_STEPS = (1.0, 0.5, 0.25)  # step lengths tried per sample (the best residual wins)
+
+
+def _line_search(f: FixedPointMap, z: Tensor, dz: Tensor, per_sample) -> Tensor:
+    """``z + a dz`` with, per sample, the ``a`` in :data:`NEWTON_STEPS` of least residual
+    ``||f(z') - z'||`` (a full Newton step can overshoot far from the solution)."""
+    best, best_res = None, None
+    for a in NEWTON_STEPS:
+        cand = z + a * dz
+        res = per_sample(f(cand) - cand).nan_to_num(nan=float("inf"))
+        if best is None:
+            best, best_res = cand, res
+        else:
+            better = res < best_res
+            best, best_res = torch.where(better, cand, best), torch.where(better, res, best_res)
+    return best
+
+
+def newton(f: FixedPointMap, z0: Tensor, *, tol: float, max_iter: int, memory: int = 10,
+           check_every: int | None = None, stop: str = "sample", residual_eps: float = 0.0) -> SolverResult:
+    """Jacobian-free Newton-Krylov on ``g(z) = f(z) - z``: each step solves the Newton system
+    ``(I - J) dz = f(z) - z`` by :func:`gmres` with ``memory`` Krylov steps, its products
+    ``J v`` taken by a forward difference of f (no Jacobian is formed). Per (member, sample)
+    as the others; ``iterations`` counts Newton steps, each applying f ``memory + 5`` times
+    (the Krylov steps, and a per-sample choice of step length, :func:`_line_search`).
+    Near a solution it converges much faster than iteration, and needs no contraction."""
+    loop = _Loop(z0, tol, max_iter, check_every, stop, residual_eps)
+    z, root_eps = z0, torch.finfo(z0.dtype).eps ** 0.5
+    per_sample = lambda t: t.flatten(2).norm(dim=-1).reshape(*t.shape[:2], *[1] * (t.dim() - 2))  # noqa: E731
+    for step in range(max_iter):
+        fz = f(z)
+        r = fz - z
+        active = _mask(loop.active, z)
+        loop.record(loop.residual_of(fz, z, r))
+        if step == max_iter - 1:
+            z = torch.where(active, fz, z)  # the last step: a plain update, as broyden's
+            break
+
+        def linear(v, z=z, fz=fz, r=r):  # J v + r, J v by a forward difference
+            h = root_eps * (1 + per_sample(z)) / per_sample(v).clamp_min(torch.finfo(z.dtype).tiny)
+            return (f(z + h * v) - fz) / h + r
+
+        dz = gmres(linear, torch.zeros_like(z), tol=min(0.1, tol), max_iter=memory, memory=memory,
+                   check_every=memory + 1, stop=stop).z
+        z = torch.where(active, _line_search(f, z, dz, per_sample), z)
+        if loop.should_stop(step):
+            break
+    return loop.result(z)
+
+
+SOLVERS = {"forward": forward_iteration, "anderson": anderson, "broyden": broyden, "gmres": gmres,
+           "newton": newton}
 # solvers of affine maps only (the adjoint solve); the forward map is nonlinear
 LINEAR_ONLY = ("gmres",)
 
@@ -349,8 +400,8 @@ class SolverSettings:
     ``||f(z) - z|| / (1e-5 + ||f(z)||) < tol``.
     """
 
-    name: str = "forward"             # forward | anderson | broyden | gmres (affine maps: the
-                                      # backward solve only), or a registered solver
+    name: str = "forward"             # forward | anderson | broyden | newton (Newton-GMRES) |
+                                      # gmres (affine maps: the backward solve only) | registered
     tol: float = 1e-2                 # stop when the residual is <= tol
     max_iter: int = 25                # iterations of the loop
     damping: float = 1.0              # forward iteration only: z <- z + damping (f(z) - z)
@@ -390,7 +441,8 @@ class SolverSettings:
             raise ValueError(f"{key}.damping={self.damping} must be in (0, 1]")
         if self.memory is not None and (self.name == "forward" or self.memory < 1):
             raise ValueError(f"{key}.memory={self.memory}: a history of >= 1 steps, for "
-                             "anderson/broyden (gmres: the restart length) only")
+                             "anderson/broyden (gmres: the restart length; newton: Krylov steps "
+                             "per Newton step) only")
 
     def options(self) -> dict:
         """Keyword arguments of this solver's function (only those it takes)."""

@@ -113,7 +113,7 @@ def curves_table(df: pd.DataFrame) -> pd.DataFrame:
             row = {"init": init, "epoch": e, "seeds": len(v), "min": v.min(), "mean": v.mean(),
                    "mean_finished": v[~dead].mean(), "max": v.max(), "diverged": int(dead.sum()),
                    "fwd_residual": g.fwd_residual.mean(), "converged_frac": g.converged_frac.mean(),
-                   "op_norm_W": g.op_norm_W.mean(), **_jacobian_stats(g)}
+                   "op_norm_W": g.op_norm_W.mean(), **_jacobian_stats(g), **_outcome_stats(g)}
             if init != "kglm" and len(kglm):
                 cmp = paired_at(df, e, init)
                 row.update(kglm_beats=cmp.rate, pairs=cmp.seeds, wins=cmp.wins, losses=cmp.losses,
@@ -132,6 +132,21 @@ def _jacobian_stats(g: pd.DataFrame) -> dict:
     if not has_jacobian(g):
         return {}
     return {"jac_norm": g.jac_norm.mean(), "jac_norm_max": g.jac_norm.max()}
+
+
+def _outcome_stats(g: pd.DataFrame) -> dict:
+    """Shares of the forward solves that hit the cap, stalled or went non-finite (runs that
+    logged the outcome counts; older runs give nothing)."""
+    if "fwd_n_cap" not in g or not bool(g.fwd_n_cap.notna().any()):
+        return {}
+    return {f"fwd_{o}": outcome_share(g, "fwd", o) for o in ("cap", "stalled", "nonfinite")}
+
+
+def _outcomes_text(row) -> str:
+    if "fwd_stalled" not in row or not np.isfinite(row["fwd_stalled"]):
+        return ""
+    return (f"; of its test samples {row['fwd_cap']:.0%} were still improving at the cap, "
+            f"{row['fwd_stalled']:.0%} had stalled and {row['fwd_nonfinite']:.0%} were non-finite")
 
 
 def stability_note(table: pd.DataFrame) -> str:
@@ -153,7 +168,8 @@ def convergence_note(table: pd.DataFrame, where: str = "epoch") -> str:
         return "The forward solves reached their tolerance everywhere (converged fraction 1)."
     return (f"The DEQ was NOT at its fixed point: the forward solver stopped at its iteration "
             f"cap with converged fraction as low as {worst.converged_frac:.2g} ({worst.init}, "
-            f"{where} {worst[where]:.3g}, mean relative residual {worst.fwd_residual:.2g}); the "
+            f"{where} {worst[where]:.3g}, mean relative residual {worst.fwd_residual:.2g}"
+            f"{_outcomes_text(worst)}); the "
             f"losses are those of the iterate it stopped at, and the implicit gradient was taken "
             f"at a point that is not a fixed point.")
 
@@ -376,3 +392,76 @@ def timing_claim(table: pd.DataFrame) -> Verdict:
                      f"{row.random_s * 1e3:.3g} ms, ratio {row['kglm/random']:.3g}x; kglm time grows "
                      f"as size^{slope:.2f}")
     return MEASURED, "the kglm init against a random draw, median over trials: " + "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- stability (issue 18)
+STABILISERS = ("plain", "jac_reg", "spectral", "monotone")
+
+
+def stabiliser_of(cfg: dict) -> str:
+    """Which stabiliser a run's resolved config switched on (conf/stabiliser/)."""
+    recurrence = cfg.get("model", {}).get("recurrence", "free")
+    if recurrence != "free":
+        return recurrence
+    return "jac_reg" if cfg.get("trainer", {}).get("jac_reg", {}).get("weight", 0) > 0 else "plain"
+
+
+def outcome_share(g: pd.DataFrame, solve: str, outcome: str = "converged") -> float:
+    """Share of a group's ``solve`` (fwd / bwd) samples that ended with ``outcome``, from the
+    metrics' outcome counts (NaN for runs that did not log them)."""
+    cols = [c for c in g.columns if c.startswith(f"{solve}_n_")]
+    if not cols:
+        return math.nan
+    total = g[cols].sum().sum()
+    return float(g[f"{solve}_n_{outcome}"].sum() / total) if total else math.nan
+
+
+def stability_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per stabiliser and init at the last epoch: test loss over seeds (diverged: +inf), the
+    forward and backward solves' converged shares and the forward's stalled share (from the
+    outcome counts), the Jacobian norm, and for naive/random kglm's paired wins and sign test
+    within that stabiliser; for each stabiliser but plain, how often it lowered the same
+    init's and seed's loss against plain."""
+    last = df[df.epoch == df.epoch.max()]
+    plain = last[last.stabiliser == "plain"]
+    rows = []
+    for stab in [s for s in STABILISERS if s in set(last.stabiliser)]:
+        at = last[last.stabiliser == stab]
+        kglm = at[at.init == "kglm"].set_index("seed").test_loss
+        for init, g in at.groupby("init", sort=False):
+            dead = _diverged(g)
+            row = {"stabiliser": stab, "init": init, "epoch": int(g.epoch.iloc[0]), "seeds": len(g),
+                   "mean": g.test_loss.where(~dead, np.inf).mean(), "diverged": int(dead.sum()),
+                   "fwd_converged": outcome_share(g, "fwd"),
+                   "fwd_stalled": outcome_share(g, "fwd", "stalled"),
+                   "bwd_converged": outcome_share(g, "bwd"), "jac_norm": g.jac_norm.mean()}
+            if init != "kglm":
+                cmp = paired(kglm, g.set_index("seed").test_loss)
+                row.update(kglm_wins=cmp.wins, pairs=cmp.seeds, sign_p=cmp.p, kglm_advantage=cmp.verdict())
+            if stab != "plain" and len(plain):
+                base = plain[plain.init == init].set_index("seed").test_loss
+                vs = paired(g.set_index("seed").test_loss, base)
+                row.update(better_than_plain=vs.wins, vs_plain_pairs=vs.seeds, vs_plain_p=vs.p)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def stability_claim(table: pd.DataFrame) -> Verdict:
+    """Measured, not a claim of the paper: per stabiliser, whether kglm still beats naive and
+    random (paired sign test, as in E1), with the numbers behind it."""
+    parts = []
+    for stab, g in table.groupby("stabiliser", sort=False):
+        g = g.set_index("init")
+        others = [i for i in g.index if i != "kglm"]
+        verdicts = [g.loc[o, "kglm_advantage"] for o in others]
+        if "kglm" in g.index and g.loc["kglm", "diverged"] > max(g.loc[o, "diverged"] for o in others):
+            verdicts.append(NOT_HELD)
+        k = g.loc["kglm"]
+        cmp = "; ".join(f"{o} {g.loc[o, 'mean']:.4g} (kglm better in {int(g.loc[o, 'kglm_wins'])} of "
+                        f"{int(g.loc[o, 'pairs'])} seeds, p = {g.loc[o, 'sign_p']:.3g})" for o in others)
+        fwd = ", ".join(f"{i} {g.loc[i, 'fwd_converged']:.0%}" for i in g.index)
+        jac = ", ".join(f"{i} {g.loc[i, 'jac_norm']:.3g}" for i in g.index)
+        parts.append(f"**{stab}**: kGLM advantage {combine(verdicts)}: kglm {k['mean']:.4g} vs {cmp}; "
+                     f"forward solves converged {fwd}; ||J_f(z)||_2 {jac}")
+    return MEASURED, ("final mean test loss per stabiliser, paired by seed within each. "
+                      + ". ".join(parts) + ".")

@@ -154,3 +154,33 @@ def stability_figure(df: pd.DataFrame, path: Path, title: str) -> None:
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     _save(fig, path, 110)
+
+
+def stabilisers_figure(df: pd.DataFrame, path: Path) -> None:
+    """Last-epoch test loss (each seed a dot, the mean a bar), converged share of the forward
+    solves and Jacobian norm, per stabiliser and init."""
+    from .claims import STABILISERS, outcome_share
+
+    plt = _figure()
+    last = df[df.epoch == df.epoch.max()]
+    stabs = [s for s in STABILISERS if s in set(last.stabiliser)]
+    inits = list(dict.fromkeys(last.init))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    width = 0.8 / max(1, len(inits))
+    for j, init in enumerate(inits):
+        xs = np.arange(len(stabs)) + (j - (len(inits) - 1) / 2) * width
+        groups = [last[(last.stabiliser == s) & (last.init == init)] for s in stabs]
+        color = COLORS.get(init)
+        axes[0].bar(xs, [g.test_loss.mean() for g in groups], width, color=color, alpha=0.5, label=init)
+        for x, g in zip(xs, groups):
+            axes[0].scatter(np.full(len(g), x), g.test_loss, s=8, color=color)
+        axes[1].bar(xs, [outcome_share(g, "fwd") for g in groups], width, color=color, label=init)
+        axes[2].bar(xs, [g.jac_norm.mean() for g in groups], width, color=color, label=init)
+    for ax, label in zip(axes, ("final test loss (dots: seeds)", "forward solves converged",
+                                "||J_f(z)||_2 (mean)")):
+        ax.set_xticks(np.arange(len(stabs)), stabs)
+        ax.set_ylabel(label)
+    axes[2].axhline(1.0, color="k", lw=0.8, ls="--")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("E1 with stabilisers (last epoch)", fontsize=10)
+    _save(fig, path, 110)

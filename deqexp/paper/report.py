@@ -30,12 +30,19 @@ from . import claims, figures
 COMMITTED = Path("results/paper")  # the report in the repository, relative to its root
 
 # every preset family that `make reproduce-paper` runs (conf/experiment/paper/EXP[_PROFILE])
-EXPERIMENTS = ("e1", "e1_count", "e1_converged", "e2", "e2_pd", "e3", "e4", "e5", "e6")
+EXPERIMENTS = ("e1", "e1_count", "e1_converged", "e2", "e2_pd", "e3", "e4", "e5", "e6", "stability_e1")
 PROFILES = ("smoke", "quick", "full")
+# experiments whose presets are not under conf/experiment/paper/
+PRESET_DIRS = {"stability_e1": "stability/e1"}
+
+
+def preset_base(exp: str) -> str:
+    """The experiment's preset (full profile) and its runs' folder under runs/ or multirun/."""
+    return PRESET_DIRS.get(exp, f"paper/{exp}")
 
 
 def preset_name(exp: str, profile: str) -> str:
-    return f"paper/{exp}" if profile == "full" else f"paper/{exp}_{profile}"
+    return preset_base(exp) if profile == "full" else f"{preset_base(exp)}_{profile}"
 
 
 def preset_jobs(exp: str, profile: str) -> list[list[str]]:
@@ -84,7 +91,7 @@ def completed_runs(root: Path, exp: str, profile: str) -> Found:
     expected = preset_fingerprints(exp, profile)
     runs, others, seen = [], [], set()
     for kind in ("runs", "multirun"):
-        base = root / kind / "paper" / exp / profile
+        base = root / kind / preset_base(exp) / profile
         for d in sorted(p.parent for p in base.rglob(MARKER)) if base.is_dir() else []:
             fp = _fingerprint_of(d)
             if fp in expected and fp not in seen:
@@ -219,6 +226,21 @@ def timing_section(ctx: Context):
     return verdict, text, [ctx.table(table, "e5_timing"), "e5_timing.png"], len(dirs)
 
 
+def stabilisers_section(ctx: Context):
+    """Issue 18: E1 once per stabiliser; the inits compared by seed within each."""
+    from omegaconf import OmegaConf
+
+    df, dirs = ctx.runs("stability_e1")
+    if df.empty:
+        return None
+    labels = [claims.stabiliser_of(OmegaConf.to_container(OmegaConf.load(d / "config.yaml"))) for d in dirs]
+    df["stabiliser"] = df.run.map(dict(enumerate(labels)))
+    table = claims.stability_table(df)
+    figures.stabilisers_figure(df, ctx.out / "stability_e1.png")
+    verdict, text = claims.stability_claim(table)
+    return verdict, text, [ctx.table(table, "stability_e1"), "stability_e1.png"], len(dirs)
+
+
 SECTIONS: dict[str, tuple[str, Section]] = {
     "e1": ("E1: smooth 1-D sequence regression (dense DEQ, the authors' solver)",
            curves_section("e1", "E1: smooth 1-D sequence regression")),
@@ -233,6 +255,8 @@ SECTIONS: dict[str, tuple[str, Section]] = {
     "e4": ("E4: DEQ at kglm init vs kernel logistic regression", agreement_section),
     "e5": ("E5: cost of the initialisation", timing_section),
     "e6": ("E6: copy-memory task", curves_section("e6", "E6: copy-memory task")),
+    "stability_e1": ("Stability: E1 with Jacobian regularisation, spectral normalisation and the "
+                     "monotone parametrisation (not a claim of the paper)", stabilisers_section),
 }
 
 HEADER = ("# Reproducing \"Declarative nets that are equilibrium models\" (profile `{profile}`)\n\n"
