@@ -71,7 +71,7 @@ def test_local_datasets_train(tmp_path):
     ("trainer.nonsense=1", "nonsense"),
     ("init.lam=-1", "init.lam"),
     ("solver.forward.tol=0", "solver.forward.tol"),
-    ("solver.forward.name=newton", "solver.forward.name"),
+    ("solver.forward.name=secant", "solver.forward.name"),
     ("dataset=cifar10", "dataset.root"),
     ("family=bernoulli", "bernoulli"),
     ("trainer.epochs=abc", "epochs"),

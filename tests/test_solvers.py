@@ -106,7 +106,7 @@ def test_damping_and_result_fields():
 
 def test_unknown_solver():
     with pytest.raises(ValueError, match="choose one of"):
-        get_solver("newton")
+        get_solver("secant")
 
 
 def test_solve_spd_matches_linalg_solve_and_flags_indefinite():

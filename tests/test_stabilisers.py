@@ -213,13 +213,18 @@ def test_spectral_normalisation_holds_w_at_its_target(learned):
 
 
 def test_spectral_gradient_matches_finite_differences():
-    m = _dense(Spectral(0.9, learned=True))
+    _check_gradients(_dense(Spectral(0.9, learned=True)), ("W", "W_scale"))
+
+
+def _check_gradients(m, names, seed=11):
+    """Autograd's gradient of a loss on the output against central differences, along a random
+    direction of each parameter in ``names``."""
     t = rand(E, B, D, seed=9)
     loss = lambda: m(t).pow(2).sum()  # noqa: E731
     loss().backward()
-    for name in ("W", "W_scale"):
+    for name in names:
         p = getattr(m, name)
-        dirs = rand(*p.shape, seed=11)
+        dirs = rand(*p.shape, seed=seed)
         h, p0 = 1e-6, p.detach().clone()
         with torch.no_grad():
             p.copy_(p0 + h * dirs)
@@ -304,21 +309,7 @@ def test_peaceman_rachford_converges_where_iteration_does_not():
 
 
 def test_monotone_gradients_match_finite_differences():
-    m = _dense(Monotone(0.5))
-    t = rand(E, B, D, seed=9)
-    loss = lambda: m(t).pow(2).sum()  # noqa: E731
-    loss().backward()
-    for name in ("A", "B", "U"):
-        p = getattr(m, name)
-        dirs = rand(*p.shape, seed=12)
-        h, p0 = 1e-6, p.detach().clone()
-        with torch.no_grad():
-            p.copy_(p0 + h * dirs)
-            up = loss()
-            p.copy_(p0 - h * dirs)
-            down = loss()
-            p.copy_(p0)
-        assert math.isclose(float((p.grad * dirs).sum()), float((up - down) / (2 * h)), rel_tol=1e-5), name
+    _check_gradients(_dense(Monotone(0.5)), ("A", "B", "U"), seed=12)
 
 
 @pytest.mark.parametrize("family, trials, ok", [("poisson", 1, False), ("categorical", 1, False),
