@@ -16,6 +16,7 @@ under ``--root``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -57,12 +58,13 @@ def preset_jobs(exp: str, profile: str) -> list[list[str]]:
     return expand(OmegaConf.to_container(params) if params else {}, [preset])
 
 
-def preset_fingerprints(exp: str, profile: str) -> set[str]:
+@functools.lru_cache(maxsize=None)  # composing every job is the report's main cost; the presets
+def preset_fingerprints(exp: str, profile: str) -> frozenset[str]:  # do not change in a process
     """The fingerprints of the preset's jobs: what a run must have to count for the profile."""
     from ..run.config import compose
     from ..run.runner import fingerprint
 
-    return {fingerprint(compose(*job)) for job in preset_jobs(exp, profile)}
+    return frozenset(fingerprint(compose(*job)) for job in preset_jobs(exp, profile))
 
 
 def _fingerprint_of(folder: Path) -> str:
