@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import scipy.linalg
 import torch
+from omegaconf import OmegaConf
 
 from deqexp.deq import jacreg
 from deqexp.deq.gradients import GradientSettings
@@ -25,6 +26,7 @@ from deqexp.deq.solvers import (
     forward_iteration,
 )
 from deqexp.deq.spectral import Spectral
+from deqexp.run.config import ADDED_OPTIONS
 from deqexp.run.logging import RunFolder
 from deqexp.run.runner import fingerprint, train_job
 from deqexp.run.train import SolverFailure
@@ -118,6 +120,15 @@ def test_new_options_at_their_defaults_keep_old_fingerprints():
     same = compose_config(*SMALL, "model.recurrence=free", "trainer.jac_reg.weight=0.0",
                           "solver.forward.on_failure=raise")
     assert fingerprint(base) == fingerprint(same)
+    # and it is the fingerprint of the config as it was before these options existed
+    before = OmegaConf.to_container(base, resolve=True)
+    for key in [*ADDED_OPTIONS, "solver.forward.on_failure", "solver.backward.on_failure"]:
+        *parents, last = key.split(".")
+        node = before
+        for part in parents:
+            node = node[part]
+        del node[last]
+    assert fingerprint(OmegaConf.create(before)) == fingerprint(base)
     for change in ("model.recurrence=spectral", "trainer.jac_reg.weight=0.1",
                    "model.recurrence=monotone", "model.spectral.target=0.5"):
         assert fingerprint(compose_config(*SMALL, change)) != fingerprint(base), change
@@ -322,3 +333,12 @@ def test_monotone_refuses_activations_that_are_not_proximal_maps(family, trials,
         return
     with pytest.raises(ValueError, match="proximal map"):
         Monotone().check_family(fam)
+
+
+@pytest.mark.parametrize("profile", ["", "_quick", "_smoke"])
+def test_the_plain_stability_job_is_the_authors_e1(profile):
+    # the E1 preset that tests/test_fidelity.py checks line by line against the authors' loop
+    plain = compose_config(f"experiment=stability/e1{profile}", "stabiliser=plain")
+    assert fingerprint(plain) == fingerprint(compose_config(f"experiment=paper/e1{profile}"))
+    mono = compose_config(f"experiment=stability/e1{profile}", "stabiliser=monotone")
+    assert mono.solver.forward.counting == "authors" and mono.model.recurrence == "monotone"

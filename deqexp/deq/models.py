@@ -84,8 +84,7 @@ class _DEQ(nn.Module):
         p = SimpleNamespace(**{n: q[sl] for n, q in self._parameters.items()})
         for tied, source in self.tied.items():  # a tied readout uses the layer's own filters
             setattr(p, tied, getattr(p, source))
-        if self.recurrence.name != "free":
-            p.W = self.recurrence.weight(p)  # W made from the stabiliser's raw parameters
+        p.W = self.recurrence.weight(p)  # W itself, or made from a stabiliser's raw parameters
         return p
 
     def _groups(self) -> list[slice]:
@@ -103,13 +102,12 @@ class _DEQ(nn.Module):
             # the pre-activation is a temporary: without autograd, activate it in place
             return self.family.mean(pre) if torch.is_grad_enabled() else self.family.mean_(pre)
 
-        f.activation = self.family.mean
         return f, inj
 
     def _equilibrium(self, p, f, z0: Tensor, inj: Tensor) -> SolverResult:
         """The forward solve (no gradients), as the recurrence's parametrisation does it."""
         with torch.no_grad():
-            return self.recurrence.equilibrium(self.solver, f, z0, getattr(p, "W", None), inj)
+            return self.recurrence.equilibrium(self.solver, f, z0, p.W, inj, self.family.mean)
 
     def _solve(self, p, t: Tensor, key: int, sink: BackwardStats) -> tuple[Tensor, SolverResult]:
         """Fixed point of one group of members, with the gradient method attached."""

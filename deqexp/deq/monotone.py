@@ -78,15 +78,13 @@ class Monotone(Recurrence):
                              f"(relu, tanh, spin, bernoulli, gaussian, binomial with trials <= 4); "
                              f"family={family.name}: {why}. Use model.recurrence=free or spectral")
 
-    def equilibrium(self, solver, f, z0, w, inj):
+    def equilibrium(self, solver, f, z0, w, inj, sigma):
         """Peaceman-Rachford in u (see the module docstring); ``z = (2I - W)^-1 (u + inj)``."""
         eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
         lu, piv = torch.linalg.lu_factor(2 * eye - w)
 
         def resolvent(u):  # (2I - W)^-1 (u + inj), per member, for (E, B, d)
             return torch.linalg.lu_solve(lu, piv, (u + inj).transpose(1, 2)).transpose(1, 2)
-
-        sigma = f.activation
 
         def reflected(u):
             r = 2 * resolvent(u) - u

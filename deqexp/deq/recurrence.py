@@ -37,6 +37,6 @@ class Recurrence:
     def check_family(self, family) -> None:
         """Raise ValueError for a family this parametrisation cannot serve."""
 
-    def equilibrium(self, solver, f, z0: Tensor, w: Tensor, inj: Tensor):
+    def equilibrium(self, solver, f, z0: Tensor, w: Tensor, inj: Tensor, sigma):
         """The forward solve of ``z = f(z) = sigma(w z + inj)`` (a :class:`SolverResult`)."""
         return solver.solve(f, z0)

@@ -51,9 +51,6 @@ def outcomes(z: Tensor, residual: Tensor, trace: Tensor, tol: float) -> Tensor:
     return torch.where(finite, out, torch.full_like(out, NONFINITE))
 
 
-def outcome_counts(outcome: Tensor) -> dict[str, Tensor]:
-    """Per member, how many samples ended each way: ``{name: (E,) counts}``."""
-    return {name: (outcome == i).sum(1) for i, name in enumerate(OUTCOMES)}
 
 
 @dataclass
@@ -66,11 +63,11 @@ class SolverResult:
     trace: Tensor          # (steps, E, B) relative residual after each step
     converged: Tensor      # (E, B) residual <= tol (False for NaN/inf)
     steps: int             # loop steps run (max over samples)
-    outcome: Tensor | None = None  # (E, B) index into OUTCOMES: how each sample's solve ended
+    outcome: Tensor        # (E, B) index into OUTCOMES: how each sample's solve ended
 
     def counts(self) -> dict[str, Tensor]:
-        """Per member, the number of samples that ended each way (see :data:`OUTCOMES`)."""
-        return outcome_counts(self.outcome)
+        """Per member, the number of samples that ended each way: ``{outcome: (E,) counts}``."""
+        return {name: (self.outcome == i).sum(1) for i, name in enumerate(OUTCOMES)}
 
 
 def concat_results(results: list[SolverResult]) -> SolverResult:

@@ -35,10 +35,6 @@ TASKS = ("train", "kglm_agreement", "init_timing")
 NON_RESULT_KEYS = ("force", "name", "launcher", "logger", "trainer.device", "trainer.threads",
                    "trainer.member_chunk", "trainer.checkpoint_every", "paths.output", "hydra",
                    "solver.forward.on_failure", "solver.backward.on_failure")
-# options added after results were made, with the value that means "off": left out of the
-# fingerprint while they hold it, so that a new option never invalidates the runs that do not
-# use it (filled in below, from the schemas' defaults)
-ADDED_OPTIONS: dict[str, Any] = {}
 
 
 class ConfigError(ValueError):
@@ -163,10 +159,13 @@ class WandbConf:
     entity: Optional[str] = None
 
 
-ADDED_OPTIONS.update({"model.recurrence": "free",
-                      "model.spectral": dataclasses.asdict(SpectralConf()),
-                      "model.monotone": dataclasses.asdict(MonotoneConf()),
-                      "trainer.jac_reg": dataclasses.asdict(JacRegConf())})
+# options added after results were made, with the value that means "off" (the schemas'
+# defaults): left out of the fingerprint while they hold it, so that a new option never
+# invalidates the runs that do not use it
+ADDED_OPTIONS: dict[str, Any] = {"model.recurrence": "free",
+                                 "model.spectral": dataclasses.asdict(SpectralConf()),
+                                 "model.monotone": dataclasses.asdict(MonotoneConf()),
+                                 "trainer.jac_reg": dataclasses.asdict(JacRegConf())}
 
 
 @dataclass

@@ -154,12 +154,12 @@ class FailureWatch:
             "bwd": ("backward", "the epoch's adjoint (backward) solves")}
 
     def __init__(self, cfg):
-        self.modes = {"fwd": cfg.solver.forward.on_failure, "bwd": cfg.solver.backward.on_failure}
         self.settings = {"fwd": cfg.solver.forward, "bwd": cfg.solver.backward}
         self.warned: set[str] = set()
 
     def check(self, epoch: int, rows: list[dict]) -> None:
-        for solve, mode in self.modes.items():
+        for solve, s in self.settings.items():
+            mode = s.on_failure
             if mode == "ignore" or (mode == "warn" and solve in self.warned):
                 continue
             n = {o: sum(r[f"{solve}_n_{o}"] for r in rows if r["status"] == "ok"
@@ -168,7 +168,6 @@ class FailureWatch:
             if total == 0 or n["converged"] == total:
                 continue
             key, what = self.WHAT[solve]
-            s = self.settings[solve]
             shares = ", ".join(f"{o} {n[o] / total:.0%}" for o in OUTCOMES[1:])
             text = (f"{1 - n['converged'] / total:.0%} of {what} ({total - n['converged']:.0f} of "
                     f"{total:.0f} samples) did not reach solver.{key}.tol={s.tol} at epoch {epoch}: "
