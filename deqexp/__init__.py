@@ -17,52 +17,15 @@ Module map (each layer imports only from the layers above it in this list):
 - :mod:`deqexp.cli`: the ``deqexp`` command.
 
 ``deqexp.load_run``, ``deqexp.DenseDEQ``, ``deqexp.ConvDEQ`` and ``deqexp.fit_kglm`` are
-importable from here; the modules' former flat paths (``deqexp.kglm``, ``deqexp.models``, ...)
-still import, as the modules above.
+importable from here. The flat layout's module paths (``deqexp.kglm``, ``deqexp.models``, ...)
+were removed in 0.2.0: CHANGELOG.md lists where each module lives now.
 """
 import importlib
-import importlib.abc
-import importlib.util
-import sys
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-# the flat layout's module paths, kept importable for users' code and notebooks
-MOVED = {
-    "families": "theory.families", "kernels": "theory.kernels", "filters": "theory.filters",
-    "kglm": "theory.kglm", "models": "deq.models", "solvers": "deq.solvers",
-    "gradients": "deq.gradients", "operators": "deq.operators", "inits": "deq.inits",
-    "linalg": "deq.linalg", "readers": "data.readers", "config": "run.config",
-    "validation": "run.validation", "build": "run.build", "train": "run.train",
-    "optimizers": "run.optimizers", "runner": "run.runner", "runs": "run.runs",
-    "checkpoints": "run.checkpoints", "logging": "run.logging", "digests": "run.digests",
-    "signals": "run.signals", "analyses": "run.tasks", "cluster": "sweep.cluster",
-    "sweeps": "sweep.status", "claims": "paper.claims", "figures": "paper.figures",
-    "report": "paper.report", "verify": "paper.verify",
-}
 PUBLIC = {"load_run": "run.runs", "DenseDEQ": "deq.models", "ConvDEQ": "deq.models",
           "fit_kglm": "theory.kglm"}
-
-
-class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """``import deqexp.kglm`` gives the module ``deqexp.theory.kglm`` itself (one object)."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        short = fullname.removeprefix(__name__ + ".")
-        if short in MOVED and fullname == f"{__name__}.{short}":
-            return importlib.util.spec_from_loader(fullname, self)
-        return None
-
-    def create_module(self, spec):
-        module = importlib.import_module(f"{__name__}.{MOVED[spec.name.rsplit('.', 1)[1]]}")
-        spec.loader_state = module.__spec__  # the import system sets the alias's spec on it
-        return module
-
-    def exec_module(self, module):
-        module.__spec__ = module.__spec__.loader_state  # already executed under its own name
-
-
-sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name):

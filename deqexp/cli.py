@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-USAGE = """usage: deqexp <command> [args]
+USAGE = """usage: deqexp <command> [args]   (deqexp --version)
 
 Deep equilibrium models initialised as kernelised GLMs (Tsuchida et al., ICLR 2022).
 
@@ -16,6 +16,8 @@ commands:
   status    where a sweep stands: each job complete, running, interrupted at epoch k, diverged,
             failed or missing, and the command that continues it
   verify    check that kGLM-initialised DEQs solve their kGLMs exactly (a table; exit 1 on failure)
+  compare   compare the arms of any finished runs (e.g. kglm vs random over seeds): paired tests,
+            Holm-corrected, with tables, figures and COMPARE.md
   report    aggregate finished runs into tables, figures and REPORT.md under results/paper
 
 examples:
@@ -23,6 +25,7 @@ examples:
   deqexp train -m init=kglm,naive,random trainer.seed=0,1,2 launcher=joblib
   deqexp train -m launcher=slurm hydra.launcher.partition=cpu trainer.seed=0,1,2
   deqexp status multirun/default
+  deqexp compare multirun/default
   deqexp verify
   deqexp report --profile quick
 """
@@ -105,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"deqexp {__version__}")
+        return
     command, rest = argv[0], argv[1:]
     if command == "train":
         train_main(rest)
@@ -120,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
         from .sweep.status import main as status_main
 
         sys.exit(status_main(rest))
+    elif command == "compare":
+        from .sweep.compare import main as compare_main
+
+        sys.exit(compare_main(rest))
     elif command == "report":
         from .paper.report import main as report_main
 

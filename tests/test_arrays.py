@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deqexp.data import DataError, arrays
-from deqexp.run.logging import RunFolder
+from deqexp.run.folder import RunFolder
 from deqexp.run.runner import train_job
 from tests.compose import compose_config
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from deqexp.run.logging import METRIC_COLUMNS
+from deqexp.run.sinks import METRIC_COLUMNS
 from tests.cli import deqexp, metrics, run_dir_args
 from tests.test_data import write_cifar, write_hyperspectral, write_mnist
 from tests.wandb_file import history

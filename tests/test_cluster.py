@@ -16,9 +16,11 @@ from omegaconf import OmegaConf
 from deqexp.run import train as train_module
 from deqexp.run.build import members_from_config
 from deqexp.run.checkpoints import CHECKPOINT, LoopState, atomic_save, read_checkpoint
-from deqexp.run.config import ConfigError, compose
-from deqexp.run.logging import RunFolder
-from deqexp.run.runner import fingerprint, train_job, usable_cores
+from deqexp.run.config import compose, job_fingerprints
+from deqexp.run.folder import RunFolder
+from deqexp.run.identity import fingerprint
+from deqexp.run.runner import train_job, usable_cores
+from deqexp.run.schemas import ConfigError
 from deqexp.run.signals import StopRequested, StopSignals
 from deqexp.run.validation import check_sweep_axes
 from deqexp.sweep import cluster
@@ -237,14 +239,15 @@ def _sweep_of_every_state(root):
     given = {"task": ["name=demo", "trainer.seed=0,1,2,3,4,5"],
              "hydra": ["hydra.mode=MULTIRUN", "hydra.launcher.partition=cpu"]}
     OmegaConf.save({"hydra": {"overrides": given}}, sweep / "multirun.yaml")
-    folder = lambda seed: RunFolder(sweep / f"trainer.seed={seed}", "fp")  # noqa: E731
+    fps = job_fingerprints([["name=demo", f"trainer.seed={seed}"] for seed in range(6)])
+    folder = lambda seed: RunFolder(sweep / f"trainer.seed={seed}", fps[seed])  # noqa: E731
     members = lambda *states: {"members": [{"status": s, "epochs_run": 9} for s in states]}  # noqa: E731
     folder(0).finish(members("completed", "diverged"))
     folder(1).finish(members("diverged", "diverged"))
     folder(2).failed("ConfigError: dataset.n_train=-1 is not valid")
     alive = torch.ones(1, dtype=torch.bool)
     state = LoopState(7, alive, [[1.0]], [0], torch.ones(1, dtype=torch.float64), {})
-    atomic_save({"fingerprint": "fp", "state": state}, folder(3).path / CHECKPOINT)
+    atomic_save({"fingerprint": fps[3], "state": state}, folder(3).path / CHECKPOINT)
     folder(4)  # a folder, nothing in it yet
     running = folder(5)
     (running.path / "metrics.csv").write_text("member,seed,init,scale,epoch\n0,5,kglm,,4\n")

@@ -8,7 +8,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from deqexp.run.config import ADDED_OPTIONS, CONF_DIR, compose, registry_options
+from deqexp.run.config import CONF_DIR, compose, registry_options
+from deqexp.run.identity import ADDED_OPTIONS
 
 from .cli import deqexp
 

@@ -10,7 +10,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from deqexp.run.build import kernel_of, members_from_config
-from deqexp.run.config import ADDED_OPTIONS, CONF_DIR
+from deqexp.run.config import CONF_DIR
+from deqexp.run.identity import ADDED_OPTIONS
 from deqexp.run.validation import validate
 from deqexp.theory.kernels import build_kernel
 from tests.compose import compose_config

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from deqexp.run import digests
-from deqexp.run.runner import fingerprint
+from deqexp.run import identity as digests
+from deqexp.run.identity import fingerprint
 from tests.cli import deqexp
 from tests.compose import compose_config
 from tests.test_arrays import _sequences

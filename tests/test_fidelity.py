@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from deqexp.deq.solvers import SolverSettings
 from deqexp.run.build import build_model, load_job_data, members_from_config
-from deqexp.run.logging import RunFolder
+from deqexp.run.folder import RunFolder
 from deqexp.run.runner import train_job
 from deqexp.theory.filters import multichannel_filters
 from tests.compose import compose_config

@@ -128,7 +128,7 @@ def test_gmres_backward_is_the_dense_implicit_gradient_at_expansive_jacobians(bu
 
 
 def test_gmres_is_refused_for_the_nonlinear_forward_solve():
-    from deqexp.run.config import ConfigError
+    from deqexp.run.schemas import ConfigError
     from deqexp.run.validation import validate
     from tests.compose import compose_config
 

@@ -13,9 +13,12 @@ from omegaconf import OmegaConf
 from deqexp import cli
 from deqexp.deq import operators
 from deqexp.deq.solvers import forward_iteration
-from deqexp.run.config import ConfigError, _dirname, compose
-from deqexp.run.logging import RunFolder
-from deqexp.run.runner import _parallel_jobs, fingerprint, job_threads, train_job, usable_cores
+from deqexp.run.config import compose
+from deqexp.run.folder import RunFolder
+from deqexp.run.identity import fingerprint
+from deqexp.run.identity import folder_name as _dirname
+from deqexp.run.runner import _parallel_jobs, job_threads, train_job, usable_cores
+from deqexp.run.schemas import ConfigError
 from deqexp.run.validation import validate
 from tests.compose import compose_config
 from tests.helpers import train_until_interrupted

@@ -98,18 +98,17 @@ def test_the_checker_resolves_relative_imports():
                                            "deqexp.sweep.status"}
 
 
-@pytest.mark.parametrize("old, new", sorted(deqexp.MOVED.items()))
-def test_the_flat_paths_still_import_as_the_same_module(old, new):
-    assert importlib.import_module(f"deqexp.{old}") is importlib.import_module(f"deqexp.{new}")
+def test_the_flat_paths_are_gone():
+    # removed in 0.2.0 (CHANGELOG.md): one path per module
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("deqexp.kglm")
 
 
 def test_public_names_are_reachable_where_users_reach_them():
-    from deqexp.kglm import fit_kglm
-
     from deqexp.deq.models import ConvDEQ, DenseDEQ
     from deqexp.run.runs import load_run
     from deqexp.theory import kglm
 
     assert (deqexp.load_run, deqexp.DenseDEQ, deqexp.ConvDEQ) == (load_run, DenseDEQ, ConvDEQ)
-    assert fit_kglm is kglm.fit_kglm is deqexp.fit_kglm
+    assert kglm.fit_kglm is deqexp.fit_kglm
     assert kglm.__spec__.name == "deqexp.theory.kglm"

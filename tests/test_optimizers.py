@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from deqexp.run.build import build_model, load_job_data, members_from_config
-from deqexp.run.logging import RunFolder
+from deqexp.run.folder import RunFolder
 from deqexp.run.optimizers import MemberAdam, make_optimizer
 from deqexp.run.runner import train_job
 from deqexp.run.train import train_epoch

@@ -2,7 +2,7 @@
 import json
 
 from deqexp.paper import report
-from deqexp.run.logging import MARKER
+from deqexp.run.identity import MARKER
 from tests.test_claims import _curves
 
 

@@ -17,9 +17,10 @@ from deqexp.data import Data, DataError, read_cifar10, read_idx
 from deqexp.deq import operators
 from deqexp.deq.solvers import forward_iteration
 from deqexp.run.build import check_data, kernel_of
-from deqexp.run.config import ConfigError
-from deqexp.run.logging import FolderBusy, Progress, RunFolder, WandbError, WandbLog
+from deqexp.run.folder import FolderBusy, RunFolder
 from deqexp.run.runner import job_threads, train_job
+from deqexp.run.schemas import ConfigError
+from deqexp.run.sinks import Progress, WandbError, WandbLog
 from deqexp.run.validation import validate
 from deqexp.theory.kernels import Linear
 from tests.cli import deqexp
@@ -111,7 +112,7 @@ def test_the_lock_refuses_a_second_run_and_dies_with_its_process(tmp_path):
         RunFolder(tmp_path, "aaaa").acquire()
     first.release()
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from deqexp.run.logging import RunFolder; "
+        "import time; from deqexp.run.folder import RunFolder; "
         f"f = RunFolder({str(tmp_path)!r}, 'aaaa'); f.acquire(); "
         "print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
@@ -284,7 +285,7 @@ def test_even_filters_are_rejected():
 
 # 9. interrupts and terminals -------------------------------------------------------------
 def test_progress_ends_at_n_of_n(monkeypatch, capsys):
-    monkeypatch.setattr("deqexp.run.logging._usable_terminal", lambda: True)
+    monkeypatch.setattr("deqexp.run.sinks._usable_terminal", lambda: True)
     bar = Progress(3, True, "job")
     for epoch in range(4):
         bar.update(epoch, 0.5, 2.0)

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import deqexp
-from deqexp.run.logging import RunFolder
-from deqexp.run.runner import fingerprint, train_job
+from deqexp.run.folder import RunFolder
+from deqexp.run.identity import fingerprint
+from deqexp.run.runner import train_job
 from deqexp.run.runs import evaluate_run
 from deqexp.run.runs import main as eval_main
 from tests.compose import compose_config
@@ -170,7 +171,7 @@ def test_saved_models_and_checkpoints_never_run_pickled_code(finished, tmp_path,
 
 
 def test_load_run_refuses_arguments_that_are_not_what_it_takes(finished):
-    from deqexp.run.config import ConfigError
+    from deqexp.run.schemas import ConfigError
 
     with pytest.raises(ConfigError, match="needs a run's folder"):
         deqexp.load_run(None)

@@ -119,7 +119,7 @@ def epochs_for(seconds: float) -> int:
 @functools.lru_cache(maxsize=None)
 def _seconds_per_epoch() -> float:
     """BASE's job's time per epoch here, measured once (200 epochs in this process)."""
-    from deqexp.run.logging import RunFolder
+    from deqexp.run.folder import RunFolder
     from deqexp.run.runner import train_job
     from tests.compose import compose_config
 

@@ -26,9 +26,9 @@ from deqexp.deq.solvers import (
     forward_iteration,
 )
 from deqexp.deq.spectral import Spectral
-from deqexp.run.config import ADDED_OPTIONS
-from deqexp.run.logging import RunFolder
-from deqexp.run.runner import fingerprint, train_job
+from deqexp.run.folder import RunFolder
+from deqexp.run.identity import ADDED_OPTIONS, fingerprint
+from deqexp.run.runner import train_job
 from deqexp.run.train import SolverFailure
 from deqexp.theory.families import get_family
 from deqexp.theory.kernels import SquaredExponential

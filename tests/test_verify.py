@@ -17,7 +17,7 @@ def test_verify_fails_when_not_converged(capsys):
 
 
 def test_long_run_folder_names_stay_distinct():
-    from deqexp.run.config import _dirname
+    from deqexp.run.identity import folder_name as _dirname
 
     a, b = ["x=" + "1" * 300, "y=1"], ["x=" + "1" * 300, "y=2"]
     assert len(_dirname(a)) <= 200 and _dirname(a) != _dirname(b)
@@ -25,7 +25,7 @@ def test_long_run_folder_names_stay_distinct():
 
 
 def test_folder_names_leave_out_only_keys_that_do_not_change_results():
-    from deqexp.run.config import _dirname
+    from deqexp.run.identity import folder_name as _dirname
 
     # sorted, so the order on the command line does not matter
     assert _dirname(["trainer.seed=1", "init=naive"]) == _dirname(["init=naive", "trainer.seed=1"])

@@ -25,7 +25,7 @@ from typing import Callable
 
 import pandas as pd
 
-from ..run.logging import MARKER
+from ..run.identity import MARKER
 from . import claims, figures
 
 COMMITTED = Path("results/paper")  # the report in the repository, relative to its root
@@ -61,10 +61,9 @@ def preset_jobs(exp: str, profile: str) -> list[list[str]]:
 @functools.lru_cache(maxsize=None)  # composing every job is the report's main cost; the presets
 def preset_fingerprints(exp: str, profile: str) -> frozenset[str]:  # do not change in a process
     """The fingerprints of the preset's jobs: what a run must have to count for the profile."""
-    from ..run.config import compose
-    from ..run.runner import fingerprint
+    from ..run.config import job_fingerprints
 
-    return frozenset(fingerprint(compose(*job)) for job in preset_jobs(exp, profile))
+    return frozenset(job_fingerprints(preset_jobs(exp, profile)))
 
 
 def _fingerprint_of(folder: Path) -> str:

@@ -18,7 +18,7 @@ from ..deq.spectral import Spectral
 from ..theory.families import get_family
 from ..theory.filters import grid_locations
 from ..theory.kernels import build_kernel
-from .config import ConfigError
+from .schemas import ConfigError
 
 Tensor = torch.Tensor
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .logging import atomic_replace
+from .folder import atomic_replace
 
 Tensor = torch.Tensor
 CHECKPOINT = "checkpoint.pt"

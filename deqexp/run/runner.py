@@ -10,7 +10,6 @@ rerun will do; none leaves a COMPLETE marker.
 from __future__ import annotations
 
 import errno
-import hashlib
 import math
 import os
 import random
@@ -26,31 +25,15 @@ from ..data.datasets import DataError
 from ..theory.families import FamilyDataError
 from .build import build_model, load_job_data, members_from_config, resolve_device
 from .checkpoints import CHECKPOINT, load_checkpoint
-from .config import ADDED_OPTIONS, NON_RESULT_KEYS, ConfigError
-from .digests import data_digests
-from .logging import CsvLog, FolderBusy, RunFolder, WandbError, WandbLog
+from .folder import FolderBusy, RunFolder
+from .identity import identify
+from .schemas import ConfigError
 from .signals import StopRequested, StopSignals
+from .sinks import CsvLog, WandbError, WandbLog
 from .train import SolverFailure, fit
 from .validation import check_sweep_axes, validate
 
 USER_ERRORS = (ConfigError, DataError, FamilyDataError, FolderBusy, WandbError, SolverFailure)
-
-
-def fingerprint(cfg, digests: dict[str, str] | None = None) -> str:
-    """Hash of the resolved config without the keys that do not change results, and of the
-    contents of the data files it reads (``digests``; computed when None)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    digests = data_digests(cfg.dataset) if digests is None else digests
-    if digests:  # generated data: the fingerprint stays what it was before files were hashed
-        c["data_files"] = digests
-    for key in [*NON_RESULT_KEYS, *ADDED_OPTIONS]:
-        *parents, last = key.split(".")
-        node = c
-        for p in parents:
-            node = node.get(p, {})
-        if key in NON_RESULT_KEYS or node.get(last) == ADDED_OPTIONS[key]:
-            node.pop(last, None)
-    return hashlib.sha256(repr(sorted(c.items())).encode()).hexdigest()[:16]
 
 
 def usable_cores() -> int:
@@ -193,8 +176,7 @@ def run_from_hydra(cfg) -> dict | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     run_name = run_dir.name if run_dir.name != "defaults" else cfg.name
-    digests = data_digests(cfg.dataset)
-    folder = RunFolder(run_dir, fingerprint(cfg, digests), digests)
+    folder = RunFolder(run_dir, *identify(cfg))
     if folder.is_complete() and not cfg.force:
         print(f"deqexp: already complete, skipped (force=true reruns it): {run_dir}")
         summary = folder.summary()

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 
 from .build import JobData, Member, build_model, load_job_data, members_from_config, resolve_device
 from .checkpoints import MODEL
-from .config import Config, ConfigError
-from .logging import CsvLog
+from .schemas import Config, ConfigError
+from .sinks import CsvLog
 from .train import Totals, all_norms, evaluate, rows
 from .validation import validate
 

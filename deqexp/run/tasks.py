@@ -17,8 +17,8 @@ from ..deq.models import DenseDEQ
 from ..theory.filters import grid_locations
 from ..theory.kglm import fit_kglm
 from .build import family_of, kernel_of, load_sets, solvers_of
-from .config import ConfigError
-from .logging import CsvLog
+from .schemas import ConfigError
+from .sinks import CsvLog
 
 
 def kglm_agreement(cfg, folder) -> dict:

@@ -23,10 +23,10 @@ from ..deq.solvers import OUTCOMES
 from ..theory.kglm import contraction_factor
 from .build import JobData, Member, batches
 from .checkpoints import LoopState, restore, save_checkpoint, save_model
-from .config import ConfigError
-from .logging import OUTCOME_COLUMNS, Progress
 from .optimizers import make_optimizer
+from .schemas import ConfigError
 from .signals import StopSignals
+from .sinks import OUTCOME_COLUMNS, Progress
 
 Tensor = torch.Tensor
 

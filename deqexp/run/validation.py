@@ -13,7 +13,7 @@ from ..deq.inits import INITS
 from ..deq.solvers import LINEAR_ONLY
 from ..theory.families import FAMILIES, get_family
 from ..theory.kernels import build_kernel
-from .config import TASKS, ConfigError
+from .schemas import TASKS, ConfigError
 
 
 def _choice(key: str, value, choices) -> None:
@@ -64,7 +64,7 @@ def untyped_dataset_keys(node) -> None:
     """A data set option written without its schema line (e.g. a user's YAML from scratch) is
     not typed by Hydra: check its keys against the data set's schema here."""
     from ..data.datasets import DATASETS
-    from .config import dataset_schema
+    from .schemas import dataset_schema
 
     if dataclasses.is_dataclass(OmegaConf.get_type(node)):
         return  # typed: Hydra and unknown_keys refuse unknown keys

@@ -5,6 +5,10 @@ starts: the command's overrides), expanded as Hydra's basic sweeper does; each j
 name is the one deqexp gives it. A job is then, from the files in its folder:
 
 - ``complete`` (COMPLETE and summary.json), or ``diverged`` when every member diverged;
+- ``stale``: the folder holds another configuration's results (a preset, default or data file
+  changed since), which ``deqexp train`` refuses without ``force=true``. The job's fingerprint
+  is composed afresh and judged by :func:`deqexp.run.identity.folder_state`, the rule ``train``
+  itself follows, so the two never disagree;
 - ``running`` (its folder lock is held);
 - ``failed`` (a FAILED file with the error);
 - ``interrupted at epoch k`` (a checkpoint, no COMPLETE: a rerun resumes from k);
@@ -21,10 +25,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ..run.config import _dirname
-from ..run.logging import FAILED, MARKER
+from ..run.config import job_fingerprints
+from ..run.folder import FAILED
+from ..run.identity import folder_name, folder_state
 
-STATES = ("complete", "diverged", "running", "failed", "interrupted", "missing")
+STATES = ("complete", "diverged", "stale", "running", "failed", "interrupted", "missing")
+FINISHED = ("complete", "diverged")
 
 
 @dataclass
@@ -58,6 +64,14 @@ def expected_jobs(sweep_dir: Path) -> tuple[list[list[str]], dict]:
     return expand(params, given["task"]), given
 
 
+def config_dirs(sweep_dir: Path) -> list[str]:
+    """The ``--config-dir`` folders the sweep was started with (from its multirun.yaml)."""
+    saved = OmegaConf.load(sweep_dir / "multirun.yaml")
+    sources = OmegaConf.select(saved, "hydra.runtime.config_sources") or []
+    return [str(s.path).removeprefix("file://") for s in sources
+            if s.get("provider") == "command-line" and str(s.get("schema")) == "file"]
+
+
 def _lock_held(folder: Path) -> bool:
     path = folder / ".lock"
     if not path.exists():
@@ -87,12 +101,18 @@ def _last_epoch(folder: Path) -> int | None:
         return None
 
 
-def job_status(overrides: list[str], folder: Path) -> JobStatus:
-    """The state of one job from the files in its folder."""
+def job_status(overrides: list[str], folder: Path, fp: str | None = None) -> JobStatus:
+    """The state of one job from the files in its folder, judged against the fingerprint the
+    job would run with now (``fp``; None: whatever configuration the folder holds)."""
     status = lambda state, epoch=None, detail="": JobStatus(overrides, folder, state, epoch, detail)  # noqa: E731
     if not folder.is_dir():
         return status("missing", detail="not started, queued, or lost")
-    if (folder / MARKER).exists() and (folder / "summary.json").exists():
+    state = folder_state(folder, fp) if fp is not None else \
+        ("complete" if (folder / "COMPLETE").exists() and (folder / "summary.json").exists() else "open")
+    if state == "stale":
+        return status("stale", _last_epoch(folder), "another configuration's results: a preset, default "
+                      "or data file changed since; train refuses it without force=true")
+    if state == "complete":
         members = json.loads((folder / "summary.json").read_text()).get("members", [])
         dead = sum(m["status"] == "diverged" for m in members)
         epoch = max((m["epochs_run"] for m in members), default=None)
@@ -113,7 +133,8 @@ def sweep_status(sweep_dir: Path) -> tuple[list[JobStatus], list[JobStatus], dic
     """The sweep's jobs, the other job folders found there (earlier sweeps of the same name),
     and the sweep's overrides."""
     jobs, given = expected_jobs(sweep_dir)
-    found = [job_status(job, sweep_dir / _dirname(job)) for job in jobs]
+    fps = job_fingerprints(jobs, config_dirs(sweep_dir))
+    found = [job_status(job, sweep_dir / folder_name(job), fp) for job, fp in zip(jobs, fps)]
     known = {s.folder.name for s in found}
     others = [job_status([], p) for p in sorted(sweep_dir.iterdir())
               if p.is_dir() and p.name not in known and (p / "FINGERPRINT").exists()]
@@ -137,7 +158,10 @@ def format_status(found: list[JobStatus], others: list[JobStatus], given: dict) 
         out += [line(s, s.folder.name) for s in others]
     counts = {k: sum(s.state == k for s in found) for k in STATES}
     out.append("\n" + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + f" of {len(found)} jobs")
-    if counts["complete"] + counts["diverged"] < len(found):
+    if counts["stale"]:
+        out.append("stale jobs hold another configuration's results: rerun them with force=true, or "
+                   "give this sweep another name=")
+    if sum(counts[k] for k in FINISHED) < len(found):
         out.append("continue (skips the finished jobs, resumes the interrupted ones):\n  "
                    + continue_command(given["task"], given.get("hydra", [])))
     return "\n".join(out)
@@ -157,4 +181,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     found, others, given = sweep_status(args.sweep_dir)
     print(format_status(found, others, given))
-    return 0 if all(s.state in ("complete", "diverged") for s in found) else 1
+    return 0 if all(s.state in FINISHED for s in found) else 1
