@@ -9,10 +9,13 @@ Module map (each layer imports only from the layers above it in this list):
   (convolutions, operator norms, Lanczos), ``linalg``, ``inits`` (kglm, naive, random).
 - :mod:`deqexp.data`: ``datasets`` (the registry; importable from ``deqexp.data``) and
   ``readers`` (CIFAR-10 batches, MNIST IDX, TIFF folders).
-- :mod:`deqexp.run`: one job. ``config`` (schemas), ``validation``, ``build``, ``train``,
-  ``optimizers``, ``runner``, ``checkpoints``, ``signals``, ``logging`` (CSV, W&B),
-  ``digests``, ``tasks`` (E4 agreement, E5 timing), ``runs`` (``load_run``, ``deqexp eval``).
-- :mod:`deqexp.sweep`: many jobs. ``cluster`` (the SLURM launcher), ``status`` (``deqexp status``).
+- :mod:`deqexp.run`: one job. ``identity`` (what makes two runs the same run), ``schemas`` and
+  ``config`` (composing them), ``validation``, ``build``, ``train``, ``optimizers``, ``runner``,
+  ``checkpoints``, ``signals``, ``folder`` (owner, lock, completion), ``sinks`` (CSV, W&B,
+  progress), ``tasks`` (E4 agreement, E5 timing), ``runs`` (``load_run``, ``deqexp eval``).
+- :mod:`deqexp.sweep`: many jobs. ``cluster`` (the SLURM launcher), ``status`` (``deqexp status``),
+  ``compare`` with ``collect``, ``arms``, ``measures``, ``stats``, ``compare_report``
+  (``deqexp compare``).
 - :mod:`deqexp.paper`: ``claims``, ``figures``, ``report`` (``deqexp report``), ``verify``.
 - :mod:`deqexp.cli`: the ``deqexp`` command.
 

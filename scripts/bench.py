@@ -339,6 +339,46 @@ def bench_runner(device, repeat: int, quick: bool):
             (t_eval + t_norm + t_jac) / t_train, "test split + norms + jac_norm, per evaluated epoch")
 
 
+def bench_compare(runs: int, epochs: int) -> None:
+    """``deqexp compare`` over ``runs`` synthetic completed runs (2 inits x runs/2 seeds) of
+    ``epochs`` epochs each: reading, measuring, comparing and writing (issue 26: <= 10 s for
+    1,000 runs of 800 epochs on the 2-core machine)."""
+    import tempfile
+
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    from deqexp.sweep.compare import run_compare
+    from deqexp.sweep.compare_report import write_outputs
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for r in range(runs):
+            init, seed = ("kglm", "random")[r % 2], r // 2
+            d = root / f"init={init},trainer.seed={seed}"
+            d.mkdir()
+            (d / "config.yaml").write_text(yaml.safe_dump(
+                {"dataset": {"name": "smooth"}, "init": {"name": init, "scale": None},
+                 "trainer": {"seed": seed, "epochs": epochs}, "task": "train"}))
+            loss = np.exp(-np.arange(epochs + 1) / epochs) + rng.random()
+            pd.DataFrame({"member": 0, "seed": seed, "init": init, "scale": "",
+                          "epoch": np.arange(epochs + 1),
+                          "train_loss": loss, "test_loss": loss, "fwd_iters_mean": 5.0, "fwd_residual": 1e-5,
+                          "jac_norm": 0.5, **{f"{s}_n_{o}": 4 for s in ("fwd", "bwd")
+                                              for o in ("converged", "cap", "stalled", "nonfinite")},
+                          "status": "ok"}).to_csv(d / "metrics.csv", index=False)
+            for name, text in (("FINGERPRINT", "f" * 16), ("COMPLETE", "f" * 16), ("summary.json", "{}")):
+                (d / name).write_text(text + "\n")
+        t0 = time.perf_counter()
+        c = run_compare([root])
+        write_outputs(c, root / "compare", wandb=False)
+        elapsed = time.perf_counter() - t0
+    add("6 compare", f"{runs} runs x {epochs + 1} epochs", "s (read, compare, write)", elapsed,
+        None, "target <= 10 s on the 2-core machine (issue 26)")
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -359,7 +399,7 @@ def main() -> int:
                         help="sequences per member in the scaling test (default: 2000 on CPU)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", nargs="+",
-                        choices=["solvers", "adjoint", "textbook", "ensemble", "conv", "runner"],
+                        choices=["solvers", "adjoint", "textbook", "ensemble", "conv", "runner", "compare"],
                         help="run only these sections")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args()
@@ -382,6 +422,7 @@ def main() -> int:
         "conv": lambda: bench_conv(conv_images, device, dtype, args.repeat,
                                    (1, 4) if args.quick else (1, 100)),
         "runner": lambda: bench_runner(device, args.repeat, args.quick),
+        "compare": lambda: bench_compare(50 if args.quick else 1000, 40 if args.quick else 800),
     }
     for name, run in sections.items():
         if not args.only or name in args.only:

@@ -148,12 +148,14 @@ def test_a_stop_signal_checkpoints_at_the_next_epoch_and_the_rerun_ends_as_if_un
     monkeypatch.setattr(train_module, "train_epoch", signalled_in_epoch_3)
     stopped = RunFolder(tmp_path / "stopped", fingerprint(cfg))
     forwarded = []
-    previous = signal.signal(sig, lambda s, f: forwarded.append(s))  # as submitit's handler
+    submitits = lambda s, f: forwarded.append(s)  # noqa: E731
+    previous = signal.signal(sig, submitits)  # as submitit's handler
     try:
         stop = StopSignals()
         with pytest.raises(StopRequested, match="after epoch 3"), stop:
             train_job(cfg, stopped, stop=stop)
-        assert signal.getsignal(sig) is not stop._record  # handlers restored
+        assert signal.getsignal(sig) is submitits  # handlers restored (a bound method is new
+        # at each access: `is not stop._record` could never fail)
         stop.forward(sig)
     finally:
         signal.signal(sig, previous)
@@ -340,3 +342,14 @@ def test_jobs_that_did_not_complete_are_listed_with_the_command_that_continues(t
             in err)
     assert "trainer.seed=2: SLURM job 9_2 FAILED: deqexp train: error: dataset.n_train=-1 is not valid" in err
     assert err.rstrip().endswith("continue: deqexp train -m trainer.seed=0,1,2")
+
+
+def test_the_first_stop_signal_wins_and_handlers_are_restored():
+    before = {s: signal.getsignal(s) for s in StopSignals.SIGNALS}
+    stop = StopSignals()
+    with pytest.raises(StopRequested) as got, stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        stop.check(1)
+    assert got.value.signum == signal.SIGTERM  # the first one counts (srun and slurmd)
+    assert {s: signal.getsignal(s) for s in StopSignals.SIGNALS} == before

@@ -129,3 +129,4 @@ def test_result_keys_and_folder_names():
     assert not identity.is_result_key("trainer.threads") and identity.is_result_key("trainer.threadsx")
     assert identity.is_result_key("trainer.seed") and not identity.is_result_key("+hydra.job.name")
     assert identity.folder_name(["trainer.threads=2", "init=kglm"]) == "init=kglm"
+

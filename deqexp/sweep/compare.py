@@ -128,8 +128,7 @@ def summary_lines(c: Comparison, max_rows: int = 14) -> list[str]:
         lines.append(f"left out {len(c.left_out)} runs that are not complete: " + ", ".join(
             f"{p.name} ({s})" for p, s in c.left_out[:4]) + (" ..." if len(c.left_out) > 4 else ""))
     t = c.table
-    main = t[t.metric.isin(["final_test_loss", "diverged", "fwd_cap_share"])].head(max_rows)
-    for r in main.itertuples():
+    for r in t.head(max_rows).itertuples():
         lines.append(f"  {r.metric:<16} {r.arm_a} - {r.arm_b}: median {r.median_diff:+.4g}, mean "
                      f"{r.mean_diff:+.4g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}], n={r.n_pairs}, "
                      f"p_holm={r.p_holm:.3g}: {r.verdict}")

@@ -144,6 +144,7 @@ def log_wandb(c, out: Path, figures: list[str]) -> None:
 
     import wandb
 
+    os.environ.setdefault("WANDB_SILENT", "true")  # W&B's own three lines per run are noise here
     mode = "offline" if os.environ.get("WANDB_MODE") in (None, "", "offline") else os.environ["WANDB_MODE"]
     run = wandb.init(project="deqexp", name="compare", job_type="compare", dir=str(out), mode=mode,
                      config={"arm_keys": c.arm_keys, "pair_keys": c.pair_keys},
