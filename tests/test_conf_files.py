@@ -101,7 +101,7 @@ def test_a_copied_and_edited_dataset_option_runs_from_a_config_dir(tmp_path):
     assert done.returncode == 0, done.stderr
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["dataset"] == {"name": "smooth", "n_train": 30, "n_test": 10, "length": 40, "shift": 2.0,
-                              "noise_variance": 0.1}
+                              "noise_variance": 0.1, "val_fraction": 0.0}
     assert (run / "COMPLETE").exists()
 
 

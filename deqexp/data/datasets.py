@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .readers import (
     ARRAY_KEYS,
+    VAL_KEYS,
     DataError,
     array_locations,
     check_arrays,
@@ -44,6 +45,8 @@ class Data:
     x_in: Tensor | None = None         # (n, d) input locations (sequence data)
     x_out: Tensor | None = None        # (m, d) target locations
     classes: int = 0                   # trailing one-hot axis (copy_memory)
+    val_input: Tensor | None = None    # the validation split (dataset.val_fraction, or a file's own)
+    val_target: Tensor | None = None
 
     @property
     def is_image(self) -> bool:
@@ -53,7 +56,7 @@ class Data:
         conv = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
         return Data(conv(self.train_input), conv(self.train_target), conv(self.test_input),
                     conv(self.test_target), self.loss, self.support, conv(self.x_in),
-                    conv(self.x_out), self.classes)
+                    conv(self.x_out), self.classes, conv(self.val_input), conv(self.val_target))
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -298,24 +301,28 @@ def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0
     train = _pick(torch.arange(len(t["train_input"])), n_train, gen)
     test = _pick(torch.arange(len(t["test_input"])), n_test, gen, "test")
     parts = [t["train_input"][train], t["train_target"][train], t["test_input"][test], t["test_target"][test]]
+    val = {k: torch.as_tensor(a[k].astype(np.float64)) for k in VAL_KEYS if k in a}
+    val = {"val_input": val.get("val_input"), "val_target": val.get("val_target")}
     if parts[0].dim() == 4:
-        return Data(*parts, loss, "real")
+        return Data(*parts, loss, "real", **val)
     n, m = parts[0].shape[1], parts[1].shape[1]
     x_in = array_locations(a, "x_in", n, torch.arange(n, dtype=torch.float64)[:, None])
     x_out = array_locations(a, "x_out", m, x_in if m == n else None)
-    return Data(*parts, loss, "real", x_in, x_out)
+    return Data(*parts, loss, "real", x_in, x_out, **val)
 
 
 def _corrupted_inputs(a: dict, corruption: str, gen: torch.Generator, **opts) -> dict:
     """The arrays with ``*_input`` made by corrupting the clean images ``*_target``."""
-    given = sorted(k for k in ("train_input", "test_input") if k in a)
+    given = sorted(k for k in ("train_input", "test_input", "val_input") if k in a)
     if given:
         raise DataError(f"dataset=arrays: dataset.corruption={corruption} makes the inputs from the clean "
                         f"targets, but the file has {', '.join(given)}; leave them out, or set "
                         "dataset.corruption=none to train on the file's own inputs")
     out = dict(a)
-    for split in ("train", "test"):
+    for split in ("train", "test", "val"):
         key = f"{split}_target"
+        if split == "val" and key not in a:
+            continue  # the validation split is optional
         if key not in a:
             raise DataError(f"dataset=arrays: key '{key}' is missing (found: {sorted(a) or 'nothing'}); "
                             f"dataset.corruption={corruption} needs the clean images train_target and "

@@ -93,6 +93,7 @@ def find_idx(root: Path, stem: str) -> Path:
 
 
 ARRAY_KEYS = ("train_input", "train_target", "test_input", "test_target")
+VAL_KEYS = ("val_input", "val_target")  # optional: a validation split of the file's own
 
 
 def read_arrays(path) -> dict[str, np.ndarray]:
@@ -143,11 +144,20 @@ def check_arrays(a: dict, keys=ARRAY_KEYS) -> None:
         if x.ndim == 2 and y.ndim != 2:
             raise DataError(f"dataset=arrays: '{split}_target' has shape {y.shape}; sequence "
                             "targets are (N, m)")
+    given = [k for k in VAL_KEYS if k in a]
+    if len(given) == 1:
+        raise DataError(f"dataset=arrays: '{given[0]}' is given without "
+                        f"'{({*VAL_KEYS} - {given[0]}).pop()}'; a validation split needs both")
     for side in ("input", "target"):
-        tr, te = a[f"train_{side}"], a[f"test_{side}"]
-        if tr.shape[1:] != te.shape[1:]:
-            raise DataError(f"dataset=arrays: 'train_{side}' samples are {tr.shape[1:]} but "
-                            f"'test_{side}' samples are {te.shape[1:]}")
+        tr = a[f"train_{side}"]
+        for split in ("test", "val"):
+            other = a.get(f"{split}_{side}")
+            if other is not None and tr.shape[1:] != other.shape[1:]:
+                raise DataError(f"dataset=arrays: 'train_{side}' samples are {tr.shape[1:]} but "
+                                f"'{split}_{side}' samples are {other.shape[1:]}")
+    if given and len(a["val_input"]) != len(a["val_target"]):
+        raise DataError(f"dataset=arrays: 'val_input' has {len(a['val_input'])} samples but "
+                        f"'val_target' has {len(a['val_target'])}")
 
 
 def array_locations(a: dict, key: str, n: int, default) -> Tensor:

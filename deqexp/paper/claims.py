@@ -40,10 +40,12 @@ def reported_epochs(last: int) -> list[int]:
 
 # --------------------------------------------------------------------------- paired comparisons
 def sign_test(wins: int, losses: int) -> float:
-    """One-sided exact sign test: the chance of ``wins`` or more wins in ``wins + losses`` fair
-    coin flips (ties are dropped); 1 when there is nothing to compare."""
+    """One-sided exact sign test (scipy's ``binomtest``): the chance of ``wins`` or more wins in
+    ``wins + losses`` fair coin flips (ties are dropped); 1 when there is nothing to compare."""
+    from scipy.stats import binomtest
+
     n = wins + losses
-    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n if n else 1.0
+    return float(binomtest(wins, n, 0.5, alternative="greater").pvalue) if n else 1.0
 
 
 @dataclass

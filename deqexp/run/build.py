@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..data.datasets import Data, DataError, load_dataset
+from ..data.splits import hold_out
 from ..deq.inits import DEFAULT_SCALE, InitSpec, initialise
 from ..deq.models import ConvDEQ, DenseDEQ
 from ..deq.monotone import Monotone
@@ -34,7 +35,8 @@ class Member:
 
 def dataset_options(cfg) -> dict:
     """The data-set function's keyword arguments from ``cfg.dataset``."""
-    return {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k != "name"}
+    return {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()
+            if k not in ("name", "val_fraction")}
 
 
 def family_of(cfg):
@@ -96,6 +98,8 @@ class JobData:
     seed_index: Tensor   # (E,) member -> row of the stacked data
     seeds: list[int]
     meta: Data           # the first seed's data set (loss, locations, classes)
+    val_x: Tensor | None = None  # the validation split (dataset.val_fraction, or the file's own)
+    val_y: Tensor | None = None
     _whole: dict = field(default_factory=dict, repr=False)  # whole splits per member, built once
 
     def member_view(self, x: Tensor) -> Tensor:
@@ -119,17 +123,20 @@ def _flatten_images(d: Data) -> Data:
                           f"set has {c} channels: use model=conv")
     flat = lambda t: t.reshape(len(t), -1)  # noqa: E731
     loc = grid_locations(h, w)
+    val = (None, None) if d.val_input is None else (flat(d.val_input), flat(d.val_target))
     return Data(flat(d.train_input), flat(d.train_target), flat(d.test_input), flat(d.test_target),
-                d.loss, d.support, loc, loc, 0)
+                d.loss, d.support, loc, loc, 0, *val)
 
 
-SPLITS = ("train_input", "train_target", "test_input", "test_target")
+SPLITS = ("train_input", "train_target", "test_input", "test_target", "val_input", "val_target")
 
 
 def check_data(name: str, seed: int, d: Data) -> None:
     """Refuse empty or non-finite splits, naming the data set, seed and split."""
     for split in SPLITS:
         t = getattr(d, split)
+        if t is None:
+            continue
         if len(t) == 0:
             raise DataError(f"dataset={name} (seed {seed}): the {split.split('_')[0]} split is empty; "
                             f"set dataset.n_{split.split('_')[0]} to at least 1")
@@ -143,13 +150,13 @@ def check_range(name: str, d: Data, dtype) -> None:
     top = torch.finfo(dtype).max
     for split in SPLITS:
         t = getattr(d, split)
-        if bool((t.abs() > top).any()):
+        if t is not None and bool((t.abs() > top).any()):
             raise DataError(f"dataset={name}: {split} has values up to {float(t.abs().max()):.3g}, "
                             f"beyond {str(dtype).split('.')[-1]}'s range ({top:.3g}); rescale the data, "
                             "or set trainer.dtype=float64")
-    for split in ("train_target", "test_target"):
+    for split in ("train_target", "test_target", "val_target"):
         t = getattr(d, split)
-        if d.loss == "bce" and bool(((t < 0) | (t > 1)).any()):
+        if t is not None and d.loss == "bce" and bool(((t < 0) | (t > 1)).any()):
             span = f"[{float(t.min()):.3g}, {float(t.max()):.3g}]"
             raise DataError(f"dataset={name}: dataset.loss=bce needs targets in [0, 1] (labels or "
                             f"probabilities), but {split} spans {span}; use dataset.loss=mse for "
@@ -161,6 +168,8 @@ def load_sets(cfg, seeds) -> list[Data]:
     sets = []
     for s in seeds:
         d = load_dataset(cfg.dataset.name, s, **dataset_options(cfg))
+        if cfg.dataset.get("val_fraction", 0):
+            d = hold_out(d, cfg.dataset.val_fraction, s, cfg.dataset.name)
         check_data(cfg.dataset.name, s, d)
         sets.append(d)
     return sets
@@ -177,13 +186,15 @@ def load_job_data(cfg, members: list[Member], device, dtype) -> JobData:
                           "data set: use model=dense")
     family = family_of(cfg)
     for d in sets:
-        family.validate(d.train_input)
-        family.validate(d.test_input)
+        for x in (d.train_input, d.test_input, d.val_input):
+            if x is not None:
+                family.validate(x)
         check_range(cfg.dataset.name, d, dtype)
     stack = lambda key: torch.stack([getattr(d, key) for d in sets]).to(device, dtype)  # noqa: E731
     index = torch.tensor([seeds.index(m.seed) for m in members], device=device)
+    val = (stack("val_input"), stack("val_target")) if sets[0].val_input is not None else (None, None)
     return JobData(stack("train_input"), stack("train_target"), stack("test_input"),
-                   stack("test_target"), index, seeds, sets[0].to(device, dtype))
+                   stack("test_target"), index, seeds, sets[0].to(device, dtype), *val)
 
 
 def batches(n: int, batch_size: int, gens: list[torch.Generator] | None):

@@ -35,6 +35,8 @@ class LoopState:
     evaluated: list            # the epochs of history's rows
     best_loss: Tensor          # (E,) each member's best test loss so far
     best: dict                 # parameter name -> (E, ...) values at each member's best
+    val_history: list | None = None  # validation loss per evaluated epoch (with a validation
+                                     # split: the best parameters are chosen on it)
 
     @classmethod
     def start(cls, model, alive: Tensor) -> "LoopState":
@@ -42,11 +44,16 @@ class LoopState:
         inf = torch.full((len(alive),), float("inf"), dtype=torch.float64)
         return cls(0, alive, [], [], inf, best)
 
-    def evaluated_at(self, epoch: int, model, losses: list[float]) -> None:
-        """Record an evaluation; keep the parameters of every member that improved."""
+    def evaluated_at(self, epoch: int, model, losses: list[float],
+                     val_losses: list[float] | None = None) -> None:
+        """Record an evaluation (test losses, and validation losses when there is a validation
+        split); keep the parameters of every member that improved on validation, else on test."""
         self.history.append(losses)
         self.evaluated.append(epoch)
-        loss = torch.tensor(losses, dtype=torch.float64).nan_to_num(nan=float("inf"))
+        if val_losses is not None:
+            self.val_history = (self.val_history or []) + [val_losses]
+        chosen_on = val_losses if val_losses is not None else losses
+        loss = torch.tensor(chosen_on, dtype=torch.float64).nan_to_num(nan=float("inf"))
         better = loss < self.best_loss
         self.best_loss = torch.where(better, loss, self.best_loss)
         for name, p in model.named_parameters():
@@ -100,9 +107,10 @@ def restore(ckpt: dict, model, opt, sched, gens, device) -> LoopState:
 
 
 def save_model(folder: Path, model, state: LoopState) -> None:
-    """The final and the best (by test loss, per member) parameters of a finished run."""
+    """The final and the best (per member, by validation loss where there is a validation
+    split, else by test loss) parameters of a finished run."""
     best_epoch = [state.evaluated[i] if torch.isfinite(state.best_loss[e]) else None
-                  for e, i in enumerate(_argmin(state.history))]
+                  for e, i in enumerate(_argmin(state.val_history or state.history))]
     atomic_save({"final": model.state_dict(), "best": {k: v.cpu() for k, v in state.best.items()},
                  "best_epoch": best_epoch}, folder / MODEL)
 

@@ -37,7 +37,8 @@ NON_RESULT_KEYS = ("force", "name", "launcher", "logger", "trainer.device", "tra
 ADDED_OPTIONS: dict[str, Any] = {"model.recurrence": "free",
                                  "model.spectral": dataclasses.asdict(SpectralConf()),
                                  "model.monotone": dataclasses.asdict(MonotoneConf()),
-                                 "trainer.jac_reg": dataclasses.asdict(JacRegConf())}
+                                 "trainer.jac_reg": dataclasses.asdict(JacRegConf()),
+                                 "dataset.val_fraction": 0.0}
 
 DATA_KEYS = ("path", "root")   # dataset keys that name files or folders to read
 MARKER = "COMPLETE"            # written last, holding the fingerprint of the finished run

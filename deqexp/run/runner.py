@@ -29,7 +29,7 @@ from .folder import FolderBusy, RunFolder
 from .identity import identify
 from .schemas import ConfigError
 from .signals import StopRequested, StopSignals
-from .sinks import CsvLog, WandbError, WandbLog
+from .sinks import CsvLog, WandbError, WandbLog, metric_columns
 from .train import SolverFailure, fit
 from .validation import check_sweep_axes, validate
 
@@ -107,7 +107,8 @@ def train_job(cfg, folder: RunFolder, run_name: str = "default", parallel_jobs: 
         if cfg.logger.wandb.enabled:
             logs.append(WandbLog(folder.path, cfg.logger.wandb, resolved, run_name, len(members)))
         if cfg.logger.csv:
-            logs.append(CsvLog(folder.path / "metrics.csv", append=resume is not None))
+            logs.append(CsvLog(folder.path / "metrics.csv", metric_columns(job.val_x is not None),
+                               append=resume is not None))
         summary = fit(cfg, model, job, members, device, logs, run_name, folder.path,
                       folder.fingerprint, resume, stop)
         summary.update(config=resolved, device=str(device), torch=torch.__version__,

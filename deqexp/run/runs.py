@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from .build import JobData, Member, build_model, load_job_data, members_from_config, resolve_device
 from .checkpoints import MODEL
 from .schemas import Config, ConfigError
-from .sinks import CsvLog
+from .sinks import CsvLog, metric_columns
 from .train import Totals, all_norms, evaluate, rows
 from .validation import validate
 
@@ -99,9 +99,10 @@ def _saved_parameters(folder: Path, which: str, device) -> dict:
 
 
 def load_run(path, which: str = "final", overrides: list[str] = (), device: str = "cpu") -> LoadedRun:
-    """The run in folder ``path`` with its ``final`` or ``best`` parameters (the best by test
-    loss, per member); ``overrides`` change what :data:`EVAL_GROUPS` / :data:`EVAL_KEYS` allow
-    first: the data set (``dataset=images``, ``dataset.n_test=1000``) or the solver."""
+    """The run in folder ``path`` with its ``final`` or ``best`` parameters (the best per member,
+    by validation loss where the run has a validation split, else by test loss); ``overrides``
+    change what :data:`EVAL_GROUPS` / :data:`EVAL_KEYS` allow first: the data set
+    (``dataset=images``, ``dataset.n_test=1000``) or the solver."""
     if path is None or not isinstance(path, (str, Path)):
         raise ConfigError(f"load_run needs a run's folder (a path), got {path!r}")
     folder = Path(path)
@@ -134,9 +135,10 @@ def evaluate_run(run: LoadedRun) -> list[dict]:
     kind, bs = job.meta.loss, cfg.trainer.batch_size
     test = evaluate(model, job, job.test_x, job.test_y, kind, bs)
     train = evaluate(model, job, job.train_x, job.train_y, kind, bs)
+    val = evaluate(model, job, job.val_x, job.val_y, kind, bs) if job.val_x is not None else None
     alive = torch.isfinite(test["loss"])
     norms = all_norms(model, job, cfg.trainer.jac_samples)
-    return rows(run.members, -1, train, test, Totals(), norms, 0.0, alive)
+    return rows(run.members, -1, train, test, Totals(), norms, 0.0, alive, val)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in found:
         print(f"member {r['member']} ({r['init']}, seed {r['seed']}): test loss {r['test_loss']:.6g}, "
               f"train loss {r['train_loss']:.6g}, converged {r['converged_frac']:.0%}")
-    log = CsvLog(out)
+    log = CsvLog(out, metric_columns("val_loss" in found[0]))
     log.log(found)
     log.close()
     return 0

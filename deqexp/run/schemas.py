@@ -201,7 +201,9 @@ def _field_type(hint):
 
 
 def dataset_schema(name: str) -> type:
-    """A dataclass for data set ``name`` generated from its function's keyword defaults."""
+    """A dataclass for data set ``name`` generated from its function's keyword defaults, and
+    ``val_fraction`` (every data set: the share of the training split held out for validation,
+    :mod:`deqexp.data.splits`; 0: none)."""
     fn = data.DATASETS[name]
     hints = typing.get_type_hints(fn)
     fields = [("name", str, field(default=name))]
@@ -214,4 +216,5 @@ def dataset_schema(name: str) -> type:
         fields.append((p.name, _field_type(hints.get(p.name)),
                        field(default_factory=lambda d=default: d) if isinstance(default, list)
                        else field(default=default)))
+    fields.append(("val_fraction", float, field(default=0.0)))
     return dataclasses.make_dataclass(f"{name.title().replace('_', '')}DatasetConf", fields)

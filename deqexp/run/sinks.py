@@ -18,6 +18,15 @@ METRIC_COLUMNS = [
     "bwd_converged_frac", "op_norm_W", "op_norm_U", "jac_norm", *OUTCOME_COLUMNS,
     "epoch_time_s", "status",
 ]
+def metric_columns(validation: bool) -> list[str]:
+    """metrics.csv's columns: ``val_loss`` after ``test_loss`` only for runs with a validation
+    split, so that the files of runs without one stay as they were."""
+    if not validation:
+        return METRIC_COLUMNS
+    i = METRIC_COLUMNS.index("test_loss") + 1
+    return [*METRIC_COLUMNS[:i], "val_loss", *METRIC_COLUMNS[i:]]
+
+
 class CsvLog:
     """A CSV of rows (``metrics.csv``: one per member and epoch), flushed after every write."""
 

@@ -115,10 +115,12 @@ def all_norms(model, job: JobData, jac_samples: int) -> dict[str, Tensor | None]
     return {**operator_norms(model, job), "J": jacobian_norm(model, job, jac_samples)}
 
 
-def rows(members: list[Member], epoch: int, train, test, bwd: Totals, norms, epoch_time, alive) -> list[dict]:
+def rows(members: list[Member], epoch: int, train, test, bwd: Totals, norms, epoch_time, alive,
+         val=None) -> list[dict]:
     """metrics.csv rows (one per member) of an evaluated epoch; ``norms`` holds the operator
-    norms of W and U and the Jacobian norm (``J``, None when not computed)."""
-    cols = {
+    norms of W and U and the Jacobian norm (``J``, None when not computed); ``val_loss`` only
+    when there is a validation split (``val``)."""
+    cols = {**({"val_loss": val["loss"]} if val is not None else {}),
         "train_loss": train["loss"] if train else None, "test_loss": test["loss"],
         "fwd_iters_mean": test["fwd_iters"], "fwd_iters_max": test["iters_max"],
         "fwd_residual": test["fwd_residual"], "converged_frac": test["fwd_converged"],
@@ -265,16 +267,18 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
 
     def record(epoch, bwd, epoch_time, last=False):
         test = evaluate(model, job, job.test_x, job.test_y, loss_kind, bs)
+        val = evaluate(model, job, job.val_x, job.val_y, loss_kind, bs) if job.val_x is not None else None
         # the training split costs about as much as a training pass: first, last, or when asked
         train = evaluate(model, job, job.train_x, job.train_y, loss_kind, bs) \
             if (cfg.trainer.eval_train or epoch == 0 or last) else None
         state.alive = state.alive & torch.isfinite(test["loss"])
         norms = all_norms(model, job, cfg.trainer.jac_samples)
-        new = rows(members, epoch, train, test, bwd, norms, epoch_time, state.alive)
+        new = rows(members, epoch, train, test, bwd, norms, epoch_time, state.alive, val)
         for log in logs:
             log.log(new)
         watch.check(epoch, new)
-        state.evaluated_at(epoch, model, [r["test_loss"] if r["status"] == "ok" else math.nan for r in new])
+        alive_only = lambda key: [r[key] if r["status"] == "ok" else math.nan for r in new]  # noqa: E731
+        state.evaluated_at(epoch, model, alive_only("test_loss"), alive_only("val_loss") if val else None)
         finite = [v for v in state.history[-1] if math.isfinite(v)]
         mean = float(np.mean(finite)) if finite else math.nan
         progress.update(epoch, mean, float(test["fwd_iters"].mean()))
@@ -310,13 +314,23 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         progress.close()
     if folder is not None:
         save_model(folder, model, state)
-    return summarise(members, state.history, state.evaluated, state.alive, time.perf_counter() - t_start)
+    return summarise(members, state.history, state.evaluated, state.alive, time.perf_counter() - t_start,
+                     state.val_history)
 
 
-def summarise(members: list[Member], history, epochs: list[int], alive, total_time) -> dict:
+def _best(col) -> int:
+    """The index of the lowest finite value (-1: none)."""
+    finite = np.isfinite(col)
+    return int(np.nanargmin(np.where(finite, col, np.nan))) if finite.any() else -1
+
+
+def summarise(members: list[Member], history, epochs: list[int], alive, total_time,
+              val_history=None) -> dict:
     """summary.json's per-member results from the test-loss history (one row per evaluated
-    epoch in ``epochs``)."""
+    epoch in ``epochs``); with a validation history, also the best validation loss, its epoch
+    and the test loss there (the number to report when choices are made on validation)."""
     hist = np.array(history, dtype=float)  # (evaluations, E)
+    val = np.array(val_history, dtype=float) if val_history else None
     out = []
     for m in members:
         col = hist[:, m.index]
@@ -329,4 +343,9 @@ def summarise(members: list[Member], history, epochs: list[int], alive, total_ti
             "best_test_loss": float(col[best]) if best >= 0 else math.nan,
             "best_epoch": epochs[best] if best >= 0 else None, "epochs_run": epochs[-1],
         })
+        if val is not None:
+            b = _best(val[:, m.index])
+            out[-1].update(best_val_loss=float(val[b, m.index]) if b >= 0 else math.nan,
+                           best_val_epoch=epochs[b] if b >= 0 else None,
+                           test_loss_at_best_val=float(col[b]) if b >= 0 else math.nan)
     return {"members": out, "total_time_s": round(total_time, 3)}

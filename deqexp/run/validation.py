@@ -123,6 +123,10 @@ def validate(cfg) -> None:
     for key in ("n_train", "n_test"):  # 0 takes every sample of a file-backed data set
         if isinstance(cfg.dataset.get(key), int) and not isinstance(cfg.dataset.get(key), bool):
             _positive(f"dataset.{key}", cfg.dataset[key], strict=False)
+    frac = cfg.dataset.get("val_fraction", 0.0)
+    if not 0 <= frac < 1:
+        raise ConfigError(f"dataset.val_fraction={frac} is not valid; it is the share of the training "
+                          "split held out for validation: 0 (none) <= it < 1, e.g. 0.2")
     if not 0 <= cfg.init.lengthscale_low <= cfg.init.lengthscale_high:
         raise ConfigError(f"init.lengthscale_low={cfg.init.lengthscale_low} and init.lengthscale_high="
                           f"{cfg.init.lengthscale_high} must satisfy 0 <= low <= high")

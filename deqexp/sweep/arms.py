@@ -89,6 +89,16 @@ def key_of(unit: Unit, keys: list[str]) -> tuple:
     return tuple(repr(value_of(unit, k)) for k in keys)
 
 
+def sort_key(unit: Unit, keys: list[str]) -> tuple:
+    """Orders arms by their keys' values: numbers numerically, then the rest as text."""
+    out = []
+    for k in keys:
+        v = value_of(unit, k)
+        out.append((0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   else (1, 0.0, _show(v)))
+    return tuple(out)
+
+
 def label_keys(units: list[Unit], arms: list[str]) -> list[str]:
     """The fewest arm keys, in order, that still tell the arms apart (``init.scale`` is left
     out of the labels when ``init.name`` alone decides it)."""

@@ -10,6 +10,7 @@ and a one-screen summary.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import math
 import sys
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .arms import CompareError, choose_keys, key_of, label, label_keys
+from .arms import CompareError, choose_keys, key_of, label, label_keys, sort_key
 from .collect import collect
 from .measures import DEFAULT, DESCRIPTIONS, measures
 
@@ -41,16 +42,19 @@ class Comparison:
     left_out: list[tuple[Path, str]]
     curves: pd.DataFrame       # epoch, test_loss, arm, pair (for the figures)
     named_by: list[str]        # the arm keys that the arm labels show
+    selected: list[str] = dataclasses.field(default_factory=list)  # --select: what was chosen
 
 
-def unit_table(units, arm_keys, pair_keys, threshold) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row of measures per unit, and their test-loss curves."""
+def unit_table(units, arm_keys, pair_keys, threshold, shown=()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row of measures per unit (with the arm keys' values and those of ``shown``), and
+    their test-loss curves."""
     rows, curves = [], []
     named_by = label_keys(units, arm_keys)
     for u in units:
         arm, pair = label(u, named_by), label(u, pair_keys) if pair_keys else "(one)"
-        rows.append({"arm": arm, "pair": pair, "pair_key": key_of(u, pair_keys), "run": str(u.run),
-                     "member": u.member, **{k: u.config.get(k) for k in arm_keys},
+        rows.append({"arm": arm, "arm_order": sort_key(u, arm_keys), "pair": pair,
+                     "pair_key": key_of(u, pair_keys), "run": str(u.run),
+                     "member": u.member, **{k: u.config.get(k) for k in [*arm_keys, *shown]},
                      **measures(u.curve, u.diverged, threshold)})
         curves.append(pd.DataFrame({"epoch": u.curve["epoch"], "test_loss": u.curve["test_loss"],
                                     "arm": arm, "pair": pair}))
@@ -60,7 +64,7 @@ def unit_table(units, arm_keys, pair_keys, threshold) -> tuple[pd.DataFrame, pd.
 def compare_arms(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """comparison.csv: every two arms (in order of first appearance) on every measure."""
     out = []
-    order = list(dict.fromkeys(df["arm"]))
+    order = list(dict.fromkeys(df.sort_values("arm_order", kind="stable")["arm"]))
     for a, b in itertools.combinations(order, 2):
         da, db = df[df.arm == a].set_index("pair_key"), df[df.arm == b].set_index("pair_key")
         both = da.index.intersection(db.index)
@@ -80,7 +84,7 @@ def compare_arms(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 def arm_summary(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """arms.csv: per arm and measure, n, mean, sd, median, quartiles and diverged members."""
     out = []
-    for arm, g in df.groupby("arm", sort=False):
+    for arm, g in df.sort_values("arm_order", kind="stable").groupby("arm", sort=False):
         for m in metrics:
             v = g[m].to_numpy(float)
             v = v[~np.isnan(v)]
@@ -93,7 +97,36 @@ def arm_summary(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def run_compare(paths: list[Path], by=None, pair=None, metrics=None, threshold=None) -> Comparison:
+SELECT_ON = {"val": "best_val_loss", "test": "best_test_loss"}
+
+
+def select(units, df: pd.DataFrame, key: str, on: str, arm_keys: list[str]) -> tuple[list, list[str]]:
+    """``--select KEY --select-on val|test``: per arm (the other arm keys), the units at the value
+    of ``key`` whose median best validation (or test) loss is lowest; and a line per choice."""
+    if key not in arm_keys:
+        raise CompareError(f"--select {key}: not one of the arm keys ({', '.join(arm_keys)}); "
+                           "it must be a key the runs sweep")
+    measure = SELECT_ON[on]
+    if measure not in df.columns or df[measure].isna().all():
+        raise CompareError(f"--select-on {on}: these runs have no validation split; rerun them with "
+                           "dataset.val_fraction=0.2 (or give val_input/val_target), or --select-on "
+                           "test (optimistic: chosen on the data it is scored on)")
+    rest = [k for k in arm_keys if k != key]
+    group = [key_of(u, rest) for u in units]
+    value = [key_of(u, [key]) for u in units]
+    frame = pd.DataFrame({"g": group, "v": value, "m": df[measure].to_numpy(float)})
+    best = frame.groupby(["g", "v"], sort=False).m.median().reset_index()
+    chosen = best.loc[best.groupby("g", sort=False).m.idxmin()]
+    keep = set(zip(chosen.g, chosen.v))
+    kept = [u for u, g, v in zip(units, group, value) if (g, v) in keep]
+    lines = [f"{label(next(u for u in kept if key_of(u, rest) == r.g), rest) if rest else 'all'}: "
+             f"{key}={label(next(u for u in kept if key_of(u, rest) == r.g), [key])} "
+             f"(median {measure} {r.m:.4g})" for r in chosen.itertuples()]
+    return kept, lines
+
+
+def run_compare(paths: list[Path], by=None, pair=None, metrics=None, threshold=None,
+                select_key: str | None = None, select_on: str = "val") -> Comparison:
     """Collect, split, measure and compare; raises :class:`CompareError` on bad input."""
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -104,19 +137,27 @@ def run_compare(paths: list[Path], by=None, pair=None, metrics=None, threshold=N
         raise CompareError(f"no completed runs under {', '.join(map(str, paths))}"
                            + (f" (found only: {states})" if states else ""))
     arm_keys, pair_keys = choose_keys(found.units, by, pair)
-    df, curves = unit_table(found.units, arm_keys, pair_keys, threshold)
+    units, selected = found.units, []
+    df, curves = unit_table(units, arm_keys, pair_keys, threshold)
+    if select_key:
+        units, selected = select(units, df, select_key, select_on, arm_keys)
+        arm_keys = [k for k in arm_keys if k != select_key]
+        if not arm_keys or len({key_of(u, arm_keys) for u in units}) < 2:
+            raise CompareError(f"--select {select_key} leaves one arm only; add the key to compare "
+                               "across with --by")
+        df, curves = unit_table(units, arm_keys, pair_keys, threshold, [select_key])
     metrics = list(metrics or [m for m in DEFAULT if m in df.columns])
     if threshold is not None and "epochs_to_threshold" not in metrics:
         metrics.append("epochs_to_threshold")
     for m in metrics:
         if m not in df.columns or df[m].isna().all():
-            known = sorted(c for c in df.columns if c not in ("arm", "pair", "pair_key", "run", "member",
-                                                              *arm_keys))
+            known = sorted(c for c in df.columns if c not in (
+                "arm", "arm_order", "pair", "pair_key", "run", "member", *arm_keys, select_key))
             fix = " (give --threshold)" if m == "epochs_to_threshold" else ""
             raise CompareError(f"--metric {m}: no run logged it{fix}; measures these runs have: "
                                + ", ".join(known))
     return Comparison(arm_keys, pair_keys, df, compare_arms(df, metrics), arm_summary(df, metrics),
-                      found.left_out, curves, label_keys(found.units, arm_keys))
+                      found.left_out, curves, label_keys(units, arm_keys), selected)
 
 
 def summary_lines(c: Comparison, max_rows: int = 14) -> list[str]:
@@ -124,6 +165,8 @@ def summary_lines(c: Comparison, max_rows: int = 14) -> list[str]:
     n_runs = c.units["run"].nunique()
     lines = [f"compared {len(c.units)} members of {n_runs} completed runs: arms by "
              f"{', '.join(c.arm_keys)}; pairs by {', '.join(c.pair_keys) or '(none: one per arm)'}"]
+    if c.selected:
+        lines.append("selected: " + "; ".join(c.selected))
     if c.left_out:
         lines.append(f"left out {len(c.left_out)} runs that are not complete: " + ", ".join(
             f"{p.name} ({s})" for p, s in c.left_out[:4]) + (" ..." if len(c.left_out) > 4 else ""))
@@ -155,12 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", help="comma-separated measures to compare (default: accuracy and "
                         "stability, see below)")
     parser.add_argument("--threshold", type=float, help="test loss for epochs_to_threshold")
+    parser.add_argument("--select", metavar="KEY", help="a swept key to choose per arm (e.g. init.scale "
+                        "per init) by its lowest median best loss on --select-on, before comparing")
+    parser.add_argument("--select-on", choices=("val", "test"), default="val",
+                        help="the split --select chooses on (default val; test is optimistic)")
     parser.add_argument("--out", type=Path, help="output folder (default: compare/ inside the first path)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the W&B 'compare' run")
     args = parser.parse_args(argv)
     split = lambda s: [k.strip() for k in s.split(",") if k.strip()] if s else None  # noqa: E731
     try:
-        c = run_compare(args.paths, split(args.by), split(args.pair), split(args.metric), args.threshold)
+        c = run_compare(args.paths, split(args.by), split(args.pair), split(args.metric), args.threshold,
+                        args.select, args.select_on)
     except CompareError as err:
         print(f"deqexp compare: error: {err}", file=sys.stderr)
         return 2

@@ -106,6 +106,9 @@ def markdown(c, figures: list[str]) -> str:
              "inf: it loses its comparisons and is counted in the rank tests, not in the mean.",
              f"- Unpaired members (no partner in the other arm) are left out and counted: "
              f"{int(t.unpaired_a.max() + t.unpaired_b.max()) if len(t) else 0} at most per comparison.", ""]
+    if c.selected:
+        lines[-1:-1] = ["- Selected before comparing (lowest median best loss per arm): "
+                        + "; ".join(c.selected) + "."]
     if c.left_out:
         lines += ["## Runs left out (not complete)", "",
                   _md(pd.DataFrame([(str(p), s) for p, s in c.left_out], columns=["run", "state"])), ""]
@@ -124,7 +127,7 @@ def write_outputs(c, out: Path, wandb: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(c.table, out / "comparison.csv")
     _write_csv(c.arms, out / "arms.csv")
-    _write_csv(c.units.drop(columns=["pair_key"]), out / "units.csv")
+    _write_csv(c.units.drop(columns=["pair_key", "arm_order"]), out / "units.csv")
     figures = ["curves.png"]
     curves_figure(c.curves, out / "curves.png")
     if c.pair_keys:

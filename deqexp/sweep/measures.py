@@ -14,8 +14,8 @@ import pandas as pd
 
 from ..deq.solvers import OUTCOMES
 
-LOSS_MEASURES = ("final_test_loss", "best_test_loss", "auc_test_loss", "epochs_to_threshold")
-ACCURACY = ("final_test_loss", "best_test_loss", "best_epoch", "auc_test_loss")
+ACCURACY = ("final_test_loss", "best_test_loss", "best_epoch", "auc_test_loss", "best_val_loss",
+            "test_at_best_val")
 STABILITY = ("diverged", *(f"{s}_{o}_share" for s in ("fwd", "bwd") for o in OUTCOMES[1:]),
              "fwd_iters_mean", "fwd_residual", "jac_norm")
 DEFAULT = (*ACCURACY, *STABILITY)
@@ -24,6 +24,9 @@ DESCRIPTIONS = {
     "best_test_loss": "lowest test loss over the evaluated epochs (diverged: inf)",
     "best_epoch": "the epoch of the lowest test loss",
     "auc_test_loss": "area under the test-loss curve over the epochs, divided by their span (diverged: inf)",
+    "best_val_loss": "lowest validation loss (runs with dataset.val_fraction > 0 or a file's val split)",
+    "test_at_best_val": "test loss at the epoch of the lowest validation loss (early stopping chosen on "
+                        "validation: the number to report)",
     "epochs_to_threshold": "first evaluated epoch whose test loss is at most --threshold (never: inf)",
     "diverged": "1 if the member diverged (NaN/inf), else 0",
     "fwd_iters_mean": "forward solver iterations on the test split at the last epoch",
@@ -34,7 +37,7 @@ DESCRIPTIONS = {
     **{f"bwd_{o}_share": f"share of all epochs' adjoint (backward) solves that ended '{o}'"
        for o in OUTCOMES[1:]},
 }
-_NOT_MEASURES = {"member", "seed", "init", "scale", "epoch", "status"}
+_NOT_MEASURES = {"member", "seed", "init", "scale", "epoch", "status", "val_loss"}
 
 
 def _shares(counts: pd.DataFrame, solve: str) -> dict[str, float]:
@@ -71,6 +74,12 @@ def measures(curve: pd.DataFrame, diverged: bool, threshold: float | None = None
         out["best_test_loss"] = float(loss[best])
         span = epochs[-1] - epochs[0]
         out["auc_test_loss"] = float(np.trapezoid(loss, epochs) / span) if span > 0 else float(loss[0])
+    if "val_loss" in curve.columns:
+        val = pd.to_numeric(curve["val_loss"], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(val)
+        at = int(np.argmin(np.where(ok, val, np.inf))) if ok.any() else None
+        out["best_val_loss"] = math.inf if diverged or at is None else float(val[at])
+        out["test_at_best_val"] = math.inf if diverged or at is None else float(loss[at])
     if threshold is not None:
         hit = np.flatnonzero(finite & (loss <= threshold))
         out["epochs_to_threshold"] = float(epochs[hit[0]]) if len(hit) else math.inf
