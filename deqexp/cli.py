@@ -89,10 +89,10 @@ def train_main(argv: list[str]) -> None:
     register_resolvers()
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-    def app(cfg) -> None:
+    def app(cfg):
         from .run.runner import run_from_hydra
 
-        run_from_hydra(cfg)
+        return run_from_hydra(cfg)  # the summary: what a sweeper (Optuna's) scores the job by
 
     problem = _check_argv(argv)
     if problem:

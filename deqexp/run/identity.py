@@ -29,7 +29,7 @@ from .schemas import JacRegConf, MonotoneConf, SpectralConf
 # of its folder name
 NON_RESULT_KEYS = ("force", "name", "launcher", "logger", "trainer.device", "trainer.threads",
                    "trainer.member_chunk", "trainer.checkpoint_every", "paths.output", "hydra",
-                   "solver.forward.on_failure", "solver.backward.on_failure")
+                   "solver.forward.on_failure", "solver.backward.on_failure", "search")
 
 # options added after results were made, with the value that means "off" (the schemas'
 # defaults): left out of the fingerprint while they hold it, so that a new option never

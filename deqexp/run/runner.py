@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from ..data.datasets import DataError
 from ..theory.families import FamilyDataError
+from . import trial
 from .build import build_model, load_job_data, members_from_config, resolve_device
 from .checkpoints import CHECKPOINT, load_checkpoint
 from .folder import FolderBusy, RunFolder
@@ -110,7 +111,7 @@ def train_job(cfg, folder: RunFolder, run_name: str = "default", parallel_jobs: 
             logs.append(CsvLog(folder.path / "metrics.csv", metric_columns(job.val_x is not None),
                                append=resume is not None))
         summary = fit(cfg, model, job, members, device, logs, run_name, folder.path,
-                      folder.fingerprint, resume, stop)
+                      folder.fingerprint, resume, stop, trial.reporter(cfg))
         summary.update(config=resolved, device=str(device), torch=torch.__version__,
                        run_dir=str(folder.path))
         for log in logs:
@@ -195,6 +196,10 @@ def run_from_hydra(cfg) -> dict | None:
         if not isinstance(err, FolderBusy):  # a busy folder belongs to the run that holds it
             folder.failed(str(err))
         raise SystemExit(2) from None
+    except trial.Pruned as err:  # a result of the study, not a failure: the sweep goes on
+        (folder.path / trial.PRUNED).write_text(f"{err.epoch}\n")
+        print(f"deqexp train: {err}; {run_dir} keeps the metrics so far", file=sys.stderr, flush=True)
+        return {"pruned_at": err.epoch, "run_dir": str(run_dir)}
     except (KeyboardInterrupt, StopRequested) as err:
         what = err if isinstance(err, StopRequested) else "interrupted"
         print(f"deqexp train: {what}; {run_dir} keeps the metrics so far and no COMPLETE marker: "

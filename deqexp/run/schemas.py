@@ -174,6 +174,19 @@ class TimingConf:
 
 
 @dataclass
+class TrialConf:
+    """Set by the Optuna sweeper (``hydra/sweeper=optuna``) for each trial's jobs, never by hand:
+    where the job reports its validation loss at each evaluated epoch, so that a pruner can stop
+    it. Not part of the run's identity."""
+
+    storage: Optional[str] = None   # the study's storage (a journal file, or an RDB URL)
+    study: Optional[str] = None     # the study's name
+    trial: Optional[int] = None     # the trial's id in the storage (None: not a trial)
+    pruner: str = "none"            # none | median | halving
+    objective: str = "best_val_loss"  # what the trial is scored on (test_* only when allowed)
+
+
+@dataclass
 class Config:
     dataset: Any = MISSING
     family: FamilyConf = MISSING
@@ -189,6 +202,7 @@ class Config:
     task: str = "train"          # train | kglm_agreement (E4) | init_timing (E5)
     force: bool = False          # rerun even if a completed run with this config exists
     timing: TimingConf = field(default_factory=TimingConf)
+    search: TrialConf = field(default_factory=TrialConf)
 
 
 # --------------------------------------------------------------------------- dataset schemas

@@ -240,12 +240,14 @@ def train_epoch(model, job: JobData, opt, sched, gens, loss_kind: str, bs: int, 
 
 def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: str,
         folder: Path | None = None, fingerprint: str = "", resume: dict | None = None,
-        stop: StopSignals | None = None) -> dict:
+        stop: StopSignals | None = None, on_evaluate=None) -> dict:
     """Train for ``trainer.epochs``; evaluate (and log) at epoch 0, every ``eval_every``
     epochs and at the last; with a ``folder``, checkpoint every ``checkpoint_every`` epochs
     and save the final and best parameters; continue from ``resume`` (a checkpoint) if given.
     A signal that ``stop`` recorded ends the loop at the next epoch boundary, after a
-    checkpoint of that epoch (:class:`~deqexp.run.signals.StopRequested`). Return the summary."""
+    checkpoint of that epoch (:class:`~deqexp.run.signals.StopRequested`). ``on_evaluate(epoch,
+    rows)`` sees each evaluation's rows (a study trial's reporter, which may stop the run).
+    Return the summary."""
     t_start = time.perf_counter()
     loss_kind, bs, epochs = job.meta.loss, cfg.trainer.batch_size, cfg.trainer.epochs
     n_train = job.train_x.shape[1]
@@ -277,6 +279,8 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         for log in logs:
             log.log(new)
         watch.check(epoch, new)
+        if on_evaluate is not None:
+            on_evaluate(epoch, new)
         alive_only = lambda key: [r[key] if r["status"] == "ok" else math.nan for r in new]  # noqa: E731
         state.evaluated_at(epoch, model, alive_only("test_loss"), alive_only("val_loss") if val else None)
         finite = [v for v in state.history[-1] if math.isfinite(v)]

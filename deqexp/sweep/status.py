@@ -175,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
                     "sweep. Exit 0 when every job has finished, 1 otherwise.")
     parser.add_argument("sweep_dir", type=Path, help="the sweep's folder, e.g. multirun/NAME")
     args = parser.parse_args(argv)
+    if (args.sweep_dir / "optuna.journal").exists():  # hydra/sweeper=optuna: the studies' trials
+        from .search_outputs import search_status
+
+        text, finished = search_status(args.sweep_dir)
+        print(text)
+        return 0 if finished else 1
     if not (args.sweep_dir / "multirun.yaml").exists():
         print(f"deqexp status: error: {args.sweep_dir} is not a sweep folder (it has no multirun.yaml); "
               "point to the folder a `deqexp train -m` printed, e.g. multirun/NAME")
