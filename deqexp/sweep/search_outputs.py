@@ -44,8 +44,9 @@ def write_outputs(studies, sweep_dir: Path, settings) -> None:
 
     atomic_write(sweep_dir / "trials.csv", trials_table(studies).to_csv(index=False))
     bests = [b for b in map(_best, studies) if b is not None]
+    on_test = "test" in settings.objective
     label = {"objective": settings.objective, "direction": settings.direction,
-             "chosen_on": "test (allow_test_selection=true)" if "test" in settings.objective else "validation"}
+             "chosen_on": "test (allow_test_selection=true)" if on_test else "validation"}
     text = yaml.safe_dump({**(bests[0] if len(bests) == 1 and len(studies) == 1 else {"studies": bests}),
                            **label}, sort_keys=False)
     atomic_write(sweep_dir / "optimization_results.yaml", text)
