@@ -40,6 +40,9 @@ def _check_argv(argv: list[str]) -> str | None:
     roots = [Path(CONF_DIR) / "experiment"] + [Path(d) / "experiment" for d in _config_dirs(argv)]
     presets = sorted({str(p.relative_to(root).with_suffix("")) for root in roots if root.is_dir()
                       for p in root.rglob("*.yaml") if not p.name.startswith("_")})
+    problem = _unparsable(argv)
+    if problem:
+        return problem
     for arg in argv:
         key, _, value = arg.lstrip("+").partition("=")
         if key == "experiment" and value:
@@ -50,6 +53,24 @@ def _check_argv(argv: list[str]) -> str | None:
             problem = _unwritable(Path(value))
             if problem:
                 return f"{key}={value} cannot be written ({problem}); choose a folder you can write to"
+    return None
+
+
+def _unparsable(argv: list[str]) -> str | None:
+    """An override Hydra's grammar refuses (e.g. ``choice()``), said in one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for i, arg in enumerate(argv):
+        if "=" not in arg or arg.startswith("-") or (i and argv[i - 1] in ("--config-dir", "-cd",
+                                                                              "--config-name", "-cn")):
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as err:
+            why = [line for line in str(err).splitlines()[1:] if line.strip()][:1]
+            return f"cannot read the override {arg}: {why[0] if why else str(err)}"
     return None
 
 

@@ -226,6 +226,15 @@ class OptunaSweeper(Sweeper):
         from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
 
+        # the grid sampler stops its study when the grid is done, which Optuna allows only inside
+        # study.optimize(); this loop is that loop, and ends by counting finished trials
+        study._thread_local.in_optimize_loop = True
+        try:
+            self._tell(study, trial, results, JobStatus, TrialState)
+        finally:
+            study._thread_local.in_optimize_loop = False
+
+    def _tell(self, study, trial, results, JobStatus, TrialState) -> None:
         summaries = [r._return_value if r.status == JobStatus.COMPLETED else None for r in results]
         dirs = [s.get("run_dir") for s in summaries if isinstance(s, dict)]
         trial.set_user_attr("run_dirs", [d for d in dirs if d])
