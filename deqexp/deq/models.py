@@ -190,10 +190,11 @@ class _DEQ(nn.Module):
     def freeze(self, name: str, members: Tensor | None = None) -> None:
         """Stop training parameter ``name`` for the given members (all by default); W means
         the parameters that W is made from."""
-        if name == "W" and self.recurrence.raw != ("W",):
-            for raw in self.recurrence.raw:
-                self.freeze(raw, members)
-            return
+        names = self.recurrence.raw if name == "W" else (name,)
+        for key in names:
+            self._freeze_one(key, members)
+
+    def _freeze_one(self, name: str, members: Tensor | None) -> None:
         if name not in self._parameters:
             raise ValueError(f"{type(self).__name__} has no parameter {name} of its own to freeze "
                              f"(it has {list(self._parameters)})")
