@@ -19,9 +19,9 @@ from deqexp.run.config import CONF_DIR, dataset_schema_name, registry_options
 
 WHERE = {"dataset": "deqexp.data.datasets", "family": "deqexp.theory.families",
          "kernel": "deqexp.theory.kernels", "solver": "deqexp.deq.solvers (SolverSettings)",
-         "init": "deqexp.deq.inits (InitSpec)", "model": "deqexp.run.config (ModelConf)",
-         "optim": "deqexp.run.config (OptimConf)", "trainer": "deqexp.run.config (TrainerConf)",
-         "logger": "deqexp.run.config (LoggerConf)", "paths": "deqexp.run.config (PathsConf)"}
+         "init": "deqexp.deq.inits (InitSpec)", "model": "deqexp.run.schemas (ModelConf)",
+         "optim": "deqexp.run.schemas (OptimConf)", "trainer": "deqexp.run.schemas (TrainerConf)",
+         "logger": "deqexp.run.schemas (LoggerConf)", "paths": "deqexp.run.schemas (PathsConf)"}
 
 
 def _summary(group: str, name: str) -> str:
