@@ -1,6 +1,7 @@
 """Every preset composes, validates and builds its members in-process (Hydra's compose API),
 and its composed config equals the one recorded before the redesign (tests/data/
 configs_before, from commit 421a948) except for the changes the issues asked for."""
+import dataclasses
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 from deqexp.run.build import kernel_of, members_from_config
 from deqexp.run.config import CONF_DIR
 from deqexp.run.identity import ADDED_OPTIONS
+from deqexp.run.schemas import TrialConf
 from deqexp.run.validation import validate
 from deqexp.theory.kernels import build_kernel
 from tests.compose import compose_config
@@ -67,8 +69,10 @@ def _intended(key, old, new, old_all, new_all, preset) -> bool:
         return old is True and new is False and (preset == "default" or analysis)
     if key == "trainer.jac_samples":  # issue 11: a diagnostic column; training is unchanged
         return old == "<absent>" and new == 8
-    if key in ISSUE18:  # the stabilisers: absent before, off now
+    if key in ISSUE18:  # the stabilisers (and issue 26's val_fraction): absent before, off now
         return old == "<absent>" and new == ISSUE18[key]
+    if key.startswith("search."):  # issue 27: set only for an Optuna study's trials
+        return old == "<absent>" and new == dataclasses.asdict(TrialConf())[key.split(".", 1)[1]]
     if key in ISSUE19:  # the authors' E2 model, length-scales and schedule, in their presets only
         return old == "<absent>" and new == ISSUE19[key][preset.startswith(("paper/e2", "paper/e3"))]
     if key.startswith("solver."):
