@@ -301,8 +301,9 @@ def bench_runner(device, repeat: int, quick: bool):
     """Where an epoch's time goes in the runner: the training pass against the evaluation of
     both splits and the operator norms that every logged epoch adds (trainer.eval_every)."""
     from deqexp.run.build import build_model, load_job_data, members_from_config
+    from deqexp.run.metrics import evaluate, jacobian_norm, operator_norms
     from deqexp.run.optimizers import make_optimizer
-    from deqexp.run.train import evaluate, jacobian_norm, operator_norms, train_epoch
+    from deqexp.run.train import train_epoch
 
     cases = {"E1 default (smooth, 2,000 seq.)": ["dataset.n_train=200"] if quick else [],
              "binary digits, kernel logistic": ["family=bernoulli", "dataset=binary_digits", "kernel=se",

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from deqexp.paper.report import EXPERIMENTS, PROFILES, preset_name
+from deqexp.paper.presets import EXPERIMENTS, PROFILES, preset_name
 
 
 def sweeps(preset: str) -> bool:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from deqexp.data import corruptions
 from deqexp.data import datasets as data
 
 
@@ -82,13 +83,13 @@ def test_copy_memory_layout():
 def test_corruptions():
     gen = torch.Generator().manual_seed(0)
     clean = torch.rand(4, 3, 16, 16)
-    noisy = data.add_noise(clean, 0.2, gen)
+    noisy = corruptions.add_noise(clean, 0.2, gen)
     assert noisy.min() >= 0 and noisy.max() <= 1
-    blurred = data.gaussian_blur(clean, 1.0, 1.0, gen)
+    blurred = corruptions.gaussian_blur(clean, 1.0, 1.0, gen)
     assert blurred.std() < clean.std()
     assert torch.allclose(blurred.mean((-1, -2)), clean.mean((-1, -2)), atol=0.05)
     binary = (clean > 0.5).double()
-    flipped = data.flip_pixels(binary, 1 / 3, gen)
+    flipped = corruptions.flip_pixels(binary, 1 / 3, gen)
     assert set(flipped.unique().tolist()) <= {0.0, 1.0}
 
 

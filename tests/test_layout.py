@@ -95,7 +95,9 @@ def test_the_checker_flags_a_planted_upward_import(line):
 def test_the_checker_resolves_relative_imports():
     assert GRAPH["deqexp.run.runner"] >= {"deqexp.run.build", "deqexp.data.datasets", "deqexp.run.tasks"}
     assert GRAPH["deqexp.paper.report"] >= {"deqexp.paper.claims", "deqexp.paper.figures",
-                                           "deqexp.sweep.status"}
+                                           "deqexp.paper.presets"}
+    assert GRAPH["deqexp.paper.presets"] >= {"deqexp.run.config", "deqexp.run.identity",
+                                            "deqexp.sweep.status"}
 
 
 def test_the_flat_paths_are_gone():

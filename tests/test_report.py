@@ -1,7 +1,7 @@
 """deqexp report counts only the runs of a profile's presets, and guards the committed report."""
 import json
 
-from deqexp.paper import report
+from deqexp.paper import presets, report
 from deqexp.run.identity import MARKER
 from tests.test_claims import _curves
 
@@ -19,7 +19,7 @@ def _fake_run(root, exp, profile, name, fingerprint, finals):
 
 
 def test_only_the_presets_runs_count_and_the_others_are_listed(tmp_path):
-    (fp,) = report.preset_fingerprints("e1", "smoke")
+    (fp,) = presets.preset_fingerprints("e1", "smoke")
     five = [0.1, 0.2, 0.3, 0.4, 0.5]
     _fake_run(tmp_path, "e1", "smoke", "experiment=paper_e1_smoke", fp,
               {"kglm": five, "naive": [v + 0.1 for v in five], "random": [v + 0.2 for v in five]})
@@ -42,7 +42,7 @@ def test_only_the_presets_runs_count_and_the_others_are_listed(tmp_path):
 def test_the_committed_report_is_written_only_from_a_complete_profile(tmp_path, monkeypatch, capsys):
     committed = tmp_path / "results" / "paper"
     monkeypatch.setattr(report, "COMMITTED", committed)
-    (fp,) = report.preset_fingerprints("e1", "smoke")
+    (fp,) = presets.preset_fingerprints("e1", "smoke")
     _fake_run(tmp_path, "e1", "smoke", "x", fp, {"kglm": [0.1], "naive": [0.2]})
     rc = report.main(["--profile", "smoke", "--root", str(tmp_path), "--out", str(committed)])
     err = capsys.readouterr().err

@@ -28,8 +28,8 @@ from deqexp.deq.solvers import (
 from deqexp.deq.spectral import Spectral
 from deqexp.run.folder import RunFolder
 from deqexp.run.identity import ADDED_OPTIONS, fingerprint
+from deqexp.run.metrics import SolverFailure
 from deqexp.run.runner import train_job
-from deqexp.run.train import SolverFailure
 from deqexp.theory.families import get_family
 from deqexp.theory.kernels import SquaredExponential
 from deqexp.theory.kglm import fit_kglm

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .corruptions import corrupt, corrupted_inputs, flip_pixels
 from .readers import (
     ARRAY_KEYS,
     VAL_KEYS,
@@ -106,54 +107,6 @@ def copy_memory(seed: int, n_train: int = 200, n_test: int = 20, delay: int = 50
     x = ((x - x.mean()) / x.std())[:, None]
     return Data(onehot[:n_train], tgt[:n_train].double(), onehot[n_train:], tgt[n_train:].double(),
                 "cross_entropy", "{0,1}", x, x, classes)
-
-
-# --------------------------------------------------------------------------- corruptions
-def add_noise(clean: Tensor, std: float, gen: torch.Generator) -> Tensor:
-    """Additive Gaussian noise, clipped to [0, 1]."""
-    return (clean + std * torch.randn(clean.shape, generator=gen, dtype=clean.dtype)).clamp(0, 1)
-
-
-def gaussian_blur(clean: Tensor, low: float, high: float, gen: torch.Generator) -> Tensor:
-    """Gaussian blur, sigma ~ U(low, high) per image (reflect padding, 13x13 support at most)."""
-    out = torch.empty_like(clean)
-    sigmas = low + (high - low) * torch.rand(len(clean), generator=gen, dtype=torch.float64)
-    radius = max(1, int(math.ceil(3 * high)))
-    offs = torch.arange(-radius, radius + 1, dtype=clean.dtype)
-    for i, s in enumerate(sigmas.tolist()):
-        w = torch.exp(-0.5 * offs**2 / max(s, 1e-3) ** 2)
-        w = w / w.sum()
-        img = clean[i : i + 1]
-        c = img.shape[1]
-        pad = F.pad(img, (radius, radius, radius, radius), mode="reflect")
-        pad = F.conv2d(pad, w.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        out[i] = F.conv2d(pad, w.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
-    return out
-
-
-def flip_pixels(clean: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
-    """Replace ``fraction`` of the pixels with flipped values of randomly chosen pixels (E4)."""
-    flat = clean.reshape(len(clean), -1)
-    n_pix = flat.shape[1]
-    k = int(round(fraction * n_pix))
-    out = flat.clone()
-    for i in range(len(flat)):
-        where = torch.randperm(n_pix, generator=gen)[:k]
-        source = torch.randint(0, n_pix, (k,), generator=gen)
-        out[i, where] = 1 - flat[i, source]
-    return out.reshape(clean.shape)
-
-
-def corrupt(clean: Tensor, kind: str, gen: torch.Generator, noise_std: float = 0.2,
-            blur_low: float = 0.0, blur_high: float = 3.0, flip_fraction: float = 1 / 3) -> Tensor:
-    """Apply the named corruption: ``noise``, ``blur`` or ``flip``."""
-    if kind == "noise":
-        return add_noise(clean, noise_std, gen)
-    if kind == "blur":
-        return gaussian_blur(clean, blur_low, blur_high, gen)
-    if kind == "flip":
-        return flip_pixels(clean, flip_fraction, gen)
-    raise DataError(f"unknown corruption '{kind}'; choose noise, blur or flip")
 
 
 # --------------------------------------------------------------------------- images
@@ -293,7 +246,7 @@ def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0
         raise DataError(f"dataset=arrays: dataset.loss={loss!r}; choose mse or bce")
     a = read_arrays(path)
     if corruption != "none":
-        a = _corrupted_inputs(a, corruption, _gen(seed), noise_std=noise_std, blur_low=blur_low,
+        a = corrupted_inputs(a, corruption, _gen(seed), noise_std=noise_std, blur_low=blur_low,
                               blur_high=blur_high)
     check_arrays(a)
     t = {k: torch.as_tensor(a[k].astype(np.float64)) for k in ARRAY_KEYS}
@@ -309,32 +262,6 @@ def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0
     x_in = array_locations(a, "x_in", n, torch.arange(n, dtype=torch.float64)[:, None])
     x_out = array_locations(a, "x_out", m, x_in if m == n else None)
     return Data(*parts, loss, "real", x_in, x_out, **val)
-
-
-def _corrupted_inputs(a: dict, corruption: str, gen: torch.Generator, **opts) -> dict:
-    """The arrays with ``*_input`` made by corrupting the clean images ``*_target``."""
-    given = sorted(k for k in ("train_input", "test_input", "val_input") if k in a)
-    if given:
-        raise DataError(f"dataset=arrays: dataset.corruption={corruption} makes the inputs from the clean "
-                        f"targets, but the file has {', '.join(given)}; leave them out, or set "
-                        "dataset.corruption=none to train on the file's own inputs")
-    out = dict(a)
-    for split in ("train", "test", "val"):
-        key = f"{split}_target"
-        if split == "val" and key not in a:
-            continue  # the validation split is optional
-        if key not in a:
-            raise DataError(f"dataset=arrays: key '{key}' is missing (found: {sorted(a) or 'nothing'}); "
-                            f"dataset.corruption={corruption} needs the clean images train_target and "
-                            "test_target")
-        y = a[key]
-        if y.ndim != 4 or not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
-            raise DataError(f"dataset=arrays: dataset.corruption={corruption} corrupts clean images; "
-                            f"'{key}' has shape {y.shape} and dtype {y.dtype}, not real "
-                            "(N, C, H, W)")
-        clean = torch.as_tensor(y.astype(np.float64))
-        out[f"{split}_input"] = corrupt(clean, corruption, gen, **opts).numpy()
-    return out
 
 
 DATASETS = {"smooth": smooth, "copy_memory": copy_memory, "images": skimage_images,

@@ -28,10 +28,11 @@ from .build import build_model, load_job_data, members_from_config, resolve_devi
 from .checkpoints import CHECKPOINT, load_checkpoint
 from .folder import FolderBusy, RunFolder
 from .identity import identify
+from .metrics import SolverFailure
 from .schemas import ConfigError
 from .signals import StopRequested, StopSignals
 from .sinks import CsvLog, WandbError, WandbLog, metric_columns
-from .train import SolverFailure, fit
+from .train import fit
 from .validation import check_sweep_axes, validate
 
 USER_ERRORS = (ConfigError, DataError, FamilyDataError, FolderBusy, WandbError, SolverFailure)

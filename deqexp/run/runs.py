@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 
 from .build import JobData, Member, build_model, load_job_data, members_from_config, resolve_device
 from .checkpoints import MODEL
+from .metrics import Totals, all_norms, evaluate, rows
 from .schemas import Config, ConfigError
 from .sinks import CsvLog, metric_columns
-from .train import Totals, all_norms, evaluate, rows
 from .validation import validate
 
 
