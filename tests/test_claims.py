@@ -33,7 +33,7 @@ def test_sign_test_is_scipys_exact_binomial_test():
 def test_wins_are_paired_by_seed_not_by_rank():
     # sorted, kglm's losses beat random's at both ranks; seed by seed it wins one of two
     df = _curves({"kglm": [0.1, 0.5], "random": [0.4, 0.2]})
-    assert claims.paired_wins(df, 8, "random") == 0.5
+    assert claims.paired_at(df, 8, "random").rate == 0.5
     # a seed that only one init has is not compared
     df = pd.concat([df, _curves({"kglm": [0.1, 0.5, 0.9]}).query("seed == 2")])
     cmp = claims.paired_at(df, 8, "random")

@@ -35,7 +35,8 @@ def _imports(text: str, name: str, is_package: bool = False) -> set[str]:
                 continue
             for alias in node.names:  # `from . import x` imports the module x
                 sub = f"{target}.{alias.name}"
-                out.add(sub if (ROOT.parent / sub.replace(".", "/")).with_suffix(".py").exists()
+                path = ROOT.parent / sub.replace(".", "/")
+                out.add(sub if path.with_suffix(".py").exists() or (path / "__init__.py").exists()
                         else target)
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("deqexp")}
