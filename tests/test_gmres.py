@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from deqexp.deq.gradients import GradientSettings
+from deqexp.deq.krylov import gmres
 from deqexp.deq.models import ConvDEQ, DenseDEQ
-from deqexp.deq.solvers import SolverSettings, gmres
+from deqexp.deq.solvers import SolverSettings
 from deqexp.theory.families import get_family
 
 E, B, D = 2, 3, 10
@@ -140,7 +141,9 @@ def test_gmres_is_refused_for_the_nonlinear_forward_solve():
 
 
 def test_newton_gmres_solves_an_expansive_forward_map_where_iteration_stalls():
-    from deqexp.deq.solvers import STALLED, forward_iteration, newton
+    from deqexp.deq.krylov import newton
+    from deqexp.deq.solver_loop import STALLED
+    from deqexp.deq.solvers import forward_iteration
 
     g = torch.Generator().manual_seed(0)
     w = torch.randn(3, 8, 8, generator=g, dtype=torch.float64)  # non-symmetric, ||W||_2 = 3

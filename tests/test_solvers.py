@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from deqexp.deq.solvers import anderson, broyden, forward_iteration, get_solver, relative_residual
+from deqexp.deq.solver_loop import relative_residual
+from deqexp.deq.solvers import anderson, broyden, forward_iteration, get_solver
 from deqexp.theory.families import get_family
 from deqexp.theory.kernels import build_kernel
 

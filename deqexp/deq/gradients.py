@@ -16,7 +16,8 @@ from typing import Callable
 
 import torch
 
-from .solvers import SolverResult, SolverSettings, concat_results
+from .solver_loop import SolverResult, concat_results
+from .solvers import SolverSettings
 
 Tensor = torch.Tensor
 GRADIENTS = ("implicit", "unrolled", "onestep")

@@ -21,7 +21,8 @@ from . import operators
 from .gradients import BackwardStats, GradientSettings, attach
 from .jacreg import hutchinson_frobenius
 from .recurrence import Recurrence
-from .solvers import LINEAR_ONLY, SolverResult, SolverSettings, concat_results
+from .solver_loop import SolverResult, concat_results
+from .solvers import LINEAR_ONLY, SolverSettings
 
 Tensor = torch.Tensor
 

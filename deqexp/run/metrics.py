@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..deq.models import ConvDEQ
-from ..deq.solvers import OUTCOMES
+from ..deq.solver_loop import OUTCOMES
 from ..theory.kglm import contraction_factor
 from .build import JobData, Member, batches
 from .schemas import ConfigError

@@ -7,10 +7,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..deq.solvers import OUTCOMES
+from ..deq.solver_loop import OUTCOMES
 
 # samples per solver outcome: the evaluation's forward solves on the test split, and the
-# epoch's adjoint solves (every training batch's); deqexp.deq.solvers.OUTCOMES
+# epoch's adjoint solves (every training batch's); deqexp.deq.solver_loop.OUTCOMES
 OUTCOME_COLUMNS = [f"{solve}_n_{o}" for solve in ("fwd", "bwd") for o in OUTCOMES]
 METRIC_COLUMNS = [
     "member", "seed", "init", "scale", "epoch", "train_loss", "test_loss", "fwd_iters_mean",

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..deq.solvers import OUTCOMES
+from ..deq.solver_loop import OUTCOMES
 
 ACCURACY = ("final_test_loss", "best_test_loss", "best_epoch", "auc_test_loss", "best_val_loss",
             "test_at_best_val")
