@@ -18,8 +18,9 @@ from torch import nn
 
 from ..theory.families import Family
 from . import operators
+from .diagnostics import Diagnostics
+from .freezing import MemberFreezing
 from .gradients import BackwardStats, GradientSettings, attach
-from .jacreg import hutchinson_frobenius
 from .recurrence import Recurrence
 from .solver_loop import SolverResult, concat_results
 from .solvers import LINEAR_ONLY, SolverSettings
@@ -37,7 +38,7 @@ class DEQOutput:
     backward: BackwardStats
 
 
-class _DEQ(nn.Module):
+class _DEQ(Diagnostics, MemberFreezing, nn.Module):
     """Shared forward logic: solve without gradients, then attach the gradient method.
 
     ``member_chunk`` solves the members in groups of that many, one after another: on a CPU
@@ -142,44 +143,6 @@ class _DEQ(nn.Module):
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return DEQOutput(out, concat_results(results), sink)
 
-    def jacobian_norms(self, t: Tensor, tol: float = operators.ZERO_PAD_TOL) -> Tensor:
-        """``||J||_2`` per member and sample ``(E, B)``: the Jacobian of the fixed-point map at
-        the forward solver's solution z*, ``J = diag(a''(W z* + U t + b)) W`` (dense) or
-        ``a''(conv_W z* + conv_U t) conv_W`` (conv); a block of ``a''`` for categorical.
-
-        Matrix-free: Lanczos on ``J^T J`` with the layer's own products (no dense Jacobian),
-        from a fixed start vector, so a member's value depends on nothing but its parameters
-        and ``t``. NaN for a member whose parameters or solution are not finite.
-        """
-        t = self._expand(t)
-        out, x0 = [], None
-        with torch.no_grad():
-            for sl in self._groups():
-                p, ts = self.members(sl), t[sl]
-                f, inj = self._map(p, ts)
-                z = self._equilibrium(p, f, self._z0(p, ts), inj).z
-                var = self.family.variance_operator(self._recur_inject(p, z, inj))
-                if x0 is None:  # one member's start, shared by all
-                    gen = torch.Generator().manual_seed(0)
-                    x0 = torch.randn(z.shape[1:], generator=gen, dtype=z.dtype).to(z.device)
-                theta, _, ok = operators.lanczos_top(
-                    lambda v: self._recur_adjoint(p, var(var(self._recur(p, v)))),
-                    x0.expand_as(z).clone(), tol, batch_dims=2, reorthogonalise=False)
-                operators.warn_unconverged("jacobian_norms", ok, theta, tol)
-                out.append(theta.clamp_min(0).sqrt())
-        return torch.cat(out)
-
-    def jacobian_penalty(self, t: Tensor, z_star: Tensor, probes: Tensor) -> Tensor:
-        """Per member ``(E,)``, the Hutchinson estimate of ``||J_f(z*)||_F^2 / d`` at the solves'
-        ``z_star`` with one probe per sample (:mod:`deqexp.deq.jacreg`), differentiable in the
-        parameters."""
-        t = self._expand(t)
-        out = []
-        for sl in self._groups():
-            f, _ = self._map(self.members(sl), t[sl])
-            out.append(hutchinson_frobenius(f, z_star[sl], probes[sl]))
-        return torch.cat(out)
-
     def fixed_point(self, t: Tensor) -> Tensor:
         """The (differentiable) fixed point ``z*`` for input ``t = T(y)``."""
         return self.run(t, readout=False).out
@@ -188,43 +151,12 @@ class _DEQ(nn.Module):
         """Readout of the fixed point: natural parameters, or means if ``readout='mean'``."""
         return self.run(t).out
 
-    def freeze(self, name: str, members: Tensor | None = None) -> None:
-        """Stop training parameter ``name`` for the given members (all by default); W means
-        the parameters that W is made from."""
-        names = self.recurrence.raw if name == "W" else (name,)
-        for key in names:
-            self._freeze_one(key, members)
-
-    def _freeze_one(self, name: str, members: Tensor | None) -> None:
-        if name not in self._parameters:
-            raise ValueError(f"{type(self).__name__} has no parameter {name} of its own to freeze "
-                             f"(it has {list(self._parameters)})")
-        mask = torch.ones(self.ensemble, dtype=torch.bool) if members is None else members
-        self.frozen[name] = mask.clone()
-
-    def unfreeze(self, name: str) -> None:
-        for key in self.recurrence.raw if name == "W" else (name,):
-            self.frozen.pop(key, None)
-
     def set_member(self, e: int, name: str, value: Tensor) -> None:
         """Set member ``e``'s parameter ``name`` (W through the recurrence's raw parameters)."""
         values = self.recurrence.factor(value) if name == "W" else {name: value}
         for key, v in values.items():
             if key in self._parameters:  # a tied readout has no V, Q of its own
                 getattr(self, key)[e] = v.to(getattr(self, key).dtype)
-
-    def _member_mask(self, name: str, dead: Tensor | None) -> Tensor | None:
-        mask = self.frozen.get(name)
-        if mask is not None and mask.device != self.U.device:
-            mask = self.frozen[name] = mask.to(self.U.device)  # once, not every step
-        if dead is not None:
-            mask = dead if mask is None else (mask | dead)
-        return mask
-
-    def hold_masks(self, dead: Tensor | None = None) -> list[Tensor | None]:
-        """Per parameter (in ``parameters()`` order), the members that an optimiser step must
-        leave as they are: frozen for that parameter, or ``dead`` (e.g. diverged); None: none."""
-        return [self._member_mask(name, dead) for name, _ in self.named_parameters()]
 
 
 def _mm(w: Tensor, x: Tensor) -> Tensor:
