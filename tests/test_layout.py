@@ -115,3 +115,9 @@ def test_public_names_are_reachable_where_users_reach_them():
     assert (deqexp.load_run, deqexp.DenseDEQ, deqexp.ConvDEQ) == (load_run, DenseDEQ, ConvDEQ)
     assert kglm.fit_kglm is deqexp.fit_kglm
     assert kglm.__spec__.name == "deqexp.theory.kglm"
+
+
+def test_no_module_is_over_300_lines():
+    long = {str(p.relative_to(ROOT)): n for p in ROOT.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 300}
+    assert not long, f"split these at their seams: {long}"
