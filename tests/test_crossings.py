@@ -98,3 +98,14 @@ def test_best_epoch_is_an_epoch_when_not_every_epoch_is_evaluated(tmp_path):
         own = rows[rows.member == m["member"]]
         assert epoch == m["best_epoch"] == own.loc[own.test_loss.idxmin(), "epoch"]
     assert any(e not in (0, None) for e in saved["best_epoch"])  # an index would be 1..3
+
+
+@pytest.mark.parametrize("solver, noted", [("forward", True), ("anderson", False), ("newton", False)])
+def test_the_contraction_note_is_given_only_to_forward_iteration(capsys, solver, noted):
+    from deqexp.run.metrics import note_contraction
+
+    cfg = compose_config(*TINY, f"solver={solver}", "init.scale=2.0")  # ||W|| = 2: outside
+    members = members_from_config(cfg)
+    job = load_job_data(cfg, members, torch.device("cpu"), torch.float64)
+    note_contraction(build_model(cfg, job, members, torch.device("cpu"), torch.float64), job, members)
+    assert ("outside the contraction region" in capsys.readouterr().out) == noted

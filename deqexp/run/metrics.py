@@ -172,7 +172,11 @@ class FailureWatch:
 
 def note_contraction(model, job: JobData, members: list[Member]) -> None:
     """Say once, at the start, which members begin outside THEORY.md section 4's contraction
-    region (it may be deliberate: the paper's E1 sits on its border, E2 sweeps across it)."""
+    region (it may be deliberate: the paper's E1 sits on its border, E2 sweeps across it). Only
+    for forward iteration, the one solver that needs the contraction (not Anderson, Broyden or
+    Newton, and not the monotone parametrisation, which is solved by splitting)."""
+    if model.solver.name != "forward" or model.recurrence.name == "monotone":
+        return
     norms = operator_norms(model, job)["W"].double().cpu().tolist()
     factors = [contraction_factor(model.family, n) for n in norms]
     outside = [f for f in factors if not f < 1]
