@@ -83,6 +83,7 @@ class WandbLog:
             raise WandbError("logger.wandb.mode=online needs a W&B API key (`wandb login`, or set "
                              f"WANDB_API_KEY); {OFFLINE_HINT}")
         self.wandb, self.members, self.offline = wandb, members, mode == "offline"
+        os.environ.setdefault("WANDB_SILENT", "true")  # W&B's own 3 lines a job; ours says where
         try:
             self.run = wandb.init(
                 project=cfg.project, entity=cfg.entity, dir=str(run_dir), mode=mode,
