@@ -15,6 +15,7 @@ commands:
   eval      evaluate a finished run's saved model again (its data set, or another via overrides)
   status    where a sweep stands: each job complete, running, interrupted at epoch k, diverged,
             failed or missing, and the command that continues it
+  explain   each config key under KEY with its type, default and meaning (deqexp explain solver.forward)
   verify    check that kGLM-initialised DEQs solve their kGLMs exactly (a table; exit 1 on failure)
   compare   compare the arms of any finished runs (e.g. kglm vs random over seeds): paired tests,
             Holm-corrected, with tables, figures and COMPARE.md
@@ -135,8 +136,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"deqexp {__version__}")
         return
     command, rest = argv[0], argv[1:]
+    if command == "train" and len(rest) == 2 and rest[0] in ("--help", "-h"):
+        from .run.keys import main as explain_main  # train --help KEY: that key's help
+
+        sys.exit(explain_main(rest[1:]))
     if command == "train":
         train_main(rest)
+    elif command == "explain":
+        from .run.keys import main as explain_main
+
+        sys.exit(explain_main(rest))
     elif command == "verify":
         from .paper.verify import main as verify_main
 

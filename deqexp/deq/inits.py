@@ -35,17 +35,17 @@ DEFAULT_SCALE = {"kglm": 1.0, "naive": 1.0, "random": None}
 class InitSpec:
     """How one member is initialised."""
 
-    name: str = "kglm"
+    name: str = "kglm"                 # kglm (the kGLM's weights) | naive | random (framework default)
     scale: float | None = 1.0          # target ||W||_2 (kglm/naive); N(0,(scale/divisor)^2) (random)
     lam: float | None = None           # explicit lambda (kglm/naive), overrides scale
     freeze_q: bool = False             # random: Q starts at 0 and is never trained (authors' E1;
                                        # naive's Q always starts at 0 and trains, as theirs)
-    naive_lengthscale: float = 1.0
-    random_divisor: float = 19.0
+    naive_lengthscale: float = 1.0     # naive: the SE kernel's length-scale it is built from
+    random_divisor: float = 19.0       # random with a scale: N(0, (scale / divisor)^2) entries
     construction: str = "pd"           # conv kglm filters: 'pd' or the paper's 'paper'
     coupling: float = 0.0              # conv 'pd': weight of the shared cross-channel term
     lengthscale_low: float = 0.0       # conv: per-channel length-scales ~ U(low, high)
-    lengthscale_high: float = 4.0
+    lengthscale_high: float = 4.0      # conv: the upper end of that interval
     lengthscale_rng: str = "torch"     # conv kglm: draw them with the member's torch generator, or
                                        # 'numpy' as the authors (np.random.seed(seed), then uniform)
     prior_mean: float = 0.0            # dense kglm: constant prior mean of f, as biases b and c

@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class FamilyConf:
-    name: str = "tanh"
+    name: str = "tanh"       # the exponential family: its activation and loss (family=NAME)
     trials: int = 1          # binomial N
     classes: int = 2         # categorical C
 
@@ -90,11 +90,11 @@ class ModelConf:
 
 @dataclass
 class OptimConf:
-    name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    name: str = "adam"           # adam | sgd (per member: a held member keeps its state)
+    lr: float = 1e-3             # learning rate
+    weight_decay: float = 0.0    # L2 penalty added to the gradient (>= 0)
     schedule: str = "none"       # none | cosine (annealed over all steps)
-    eta_min: float = 1e-6
+    eta_min: float = 1e-6        # schedule=cosine: the learning rate it anneals to
     anneal_extra_epochs: int = 0  # cosine T_max = (epochs + this) x batches per epoch; the
                                   # authors' E2 code anneals over one epoch more than it trains
 
@@ -118,11 +118,12 @@ class JacRegConf:
 
 @dataclass
 class TrainerConf:
-    epochs: int = 200
+    epochs: int = 200            # training epochs (passes over the training split)
     batch_size: int = 0          # 0: full batch
     device: str = "auto"         # auto | cpu | cuda | cuda:N
     dtype: str = "float32"       # float32 | float64
-    seed: int = 0
+    seed: int = 0                # the member's seed: data, batch order and random init (ensemble:
+                                 # trainer.seed .. trainer.seed + ensemble.seeds - 1)
     threads: int = 0             # torch threads per job (0: the usable cores / parallel jobs)
     eval_train: bool = False     # the training split's loss at every evaluation (always: first, last)
     eval_every: int = 1          # evaluate, log and take operator norms every k epochs (and the last)
@@ -139,15 +140,15 @@ class TrainerConf:
 
 @dataclass
 class WandbConf:
-    enabled: bool = True
+    enabled: bool = True         # log each run to W&B (in its folder; logger=csv turns it off)
     mode: Optional[str] = None   # offline | online | disabled (None: $WANDB_MODE, else offline)
-    project: str = "deqexp"
-    entity: Optional[str] = None
+    project: str = "deqexp"      # the W&B project
+    entity: Optional[str] = None  # the W&B entity (user or team; None: your default)
 
 
 @dataclass
 class LoggerConf:
-    csv: bool = True
+    csv: bool = True             # write metrics.csv (every evaluated epoch, one row a member)
     wandb: WandbConf = field(default_factory=WandbConf)
     progress: bool = True        # tqdm on a terminal, plain lines otherwise
 
@@ -166,11 +167,11 @@ DATA_FOLDERS = {"cifar10": "cifar-10-batches-py", "hyperspectral": "hyperspectra
 class TimingConf:
     """task=init_timing (E5): layer sizes to time and trials per size."""
 
-    widths: List[int] = field(default_factory=lambda: [50, 100, 200, 500, 1000])
-    channels: List[int] = field(default_factory=lambda: [1, 3, 7, 15, 31, 63])
-    trials: int = 10
-    kernel_size: int = 5
-    image_size: int = 32
+    widths: List[int] = field(default_factory=lambda: [50, 100, 200, 500, 1000])  # dense widths
+    channels: List[int] = field(default_factory=lambda: [1, 3, 7, 15, 31, 63])   # conv channels
+    trials: int = 10             # timed trials per size (the median is reported)
+    kernel_size: int = 5         # conv filter size
+    image_size: int = 32         # conv image height and width
 
 
 @dataclass

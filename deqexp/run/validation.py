@@ -107,6 +107,8 @@ def validate(cfg) -> None:
     _positive("trainer.jac_samples", cfg.trainer.jac_samples, strict=False)
     _choice("family.name", cfg.family.name, FAMILIES)
     _choice("init.name", cfg.init.name, INITS)
+    _choice("optim.name", cfg.optim.name, ("adam", "sgd"))
+    _positive("optim.weight_decay", cfg.optim.weight_decay, strict=False)
     for name in cfg.trainer.ensemble.inits:
         _choice("trainer.ensemble.inits", name, INITS)
     for s in cfg.trainer.ensemble.scales:
