@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 ALL ?=
 MARKERS := $(if $(ALL),,-m "not slow and not slurm")
 
-.PHONY: help install train test lint reproduce-paper report bench slurm-up slurm-down clean
+.PHONY: help install train test lint docs reproduce-paper report bench slurm-up slurm-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,11 @@ train: install  ## the main job: train one kGLM-initialised DEQ on the embedded 
 
 test: install lint  ## lint, then the fast suite (ALL=1: also the CLI runs and SLURM tests)
 	PYTHONUNBUFFERED=1 $(PYTHON) -m pytest -q $(MARKERS) $(PYTEST_ARGS)
+
+docs: install  ## the docs site (mkdocs-material, mkdocstrings) into site/, built with --strict
+	$(PYTHON) -m pip install -q -e ".[docs]"
+	rm -rf docs/assets && mkdir -p docs/assets && cp -r results/paper docs/assets/paper
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
 
 lint: install  ## ruff over the tree
 	$(PYTHON) -m ruff check .
@@ -46,4 +51,4 @@ slurm-down:  ## stop the cluster that slurm-up started
 	bash scripts/slurm/down.sh
 
 clean:  ## remove run outputs (not results/)
-	rm -rf outputs multirun runs .pytest_cache
+	rm -rf outputs multirun runs .pytest_cache site docs/assets
