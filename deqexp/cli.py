@@ -41,7 +41,7 @@ def _check_argv(argv: list[str]) -> str | None:
     roots = [Path(CONF_DIR) / "experiment"] + [Path(d) / "experiment" for d in _config_dirs(argv)]
     presets = sorted({str(p.relative_to(root).with_suffix("")) for root in roots if root.is_dir()
                       for p in root.rglob("*.yaml") if not p.name.startswith("_")})
-    problem = _unparsable(argv)
+    problem = _unparsable(argv) or _repeated_or_merged(argv)
     if problem:
         return problem
     for arg in argv:
@@ -72,6 +72,38 @@ def _unparsable(argv: list[str]) -> str | None:
         except OverrideParseException as err:
             why = [line for line in str(err).splitlines()[1:] if line.strip()][:1]
             return f"cannot read the override {arg}: {why[0] if why else str(err)}"
+    return None
+
+
+def _overrides(argv: list[str]) -> list[tuple[str, str]]:
+    """``(key, value)`` of each ``key=value`` argument (not flags, not their values)."""
+    out = []
+    for i, arg in enumerate(argv):
+        if "=" in arg and not arg.startswith("-") and not (i and argv[i - 1] in (
+                "--config-dir", "-cd", "--config-name", "-cn")):
+            key, _, value = arg.lstrip("+~").partition("=")
+            out.append((key, value))
+    return out
+
+
+def _repeated_or_merged(argv: list[str]) -> str | None:
+    """A key given twice (Hydra would run the last value, in a folder named after both), a
+    config group given a list (Hydra would merge the options silently), and a ``name`` that
+    leaves the output folder."""
+    from .run.config import CONF_DIR
+
+    seen: dict[str, str] = {}
+    groups = {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()}
+    for key, value in _overrides(argv):
+        if key in seen:
+            return f"{key} is given twice ({seen[key]} and {value}); give it once"
+        seen[key] = value
+        if key in groups and value.strip().startswith("["):
+            return (f"{key}={value}: choose one option of the group {key} (a list would merge their "
+                    f"settings silently); ls conf/{key}/ lists them")
+        if key == "name" and (value.startswith("/") or ".." in Path(value).parts):
+            return (f"name={value}: give a relative folder name without '..' (runs go to "
+                    "paths.output/runs/NAME and paths.output/multirun/NAME)")
     return None
 
 

@@ -26,6 +26,7 @@ from ..theory.families import FamilyDataError
 from . import trial
 from .build import build_model, load_job_data, members_from_config, resolve_device
 from .checkpoints import CHECKPOINT, load_checkpoint
+from .effects import check_effects
 from .folder import FolderBusy, RunFolder
 from .identity import identify
 from .metrics import SolverFailure
@@ -190,6 +191,7 @@ def run_from_hydra(cfg) -> dict | None:
     try:
         with stop:
             check_sweep_axes(cfg, list(hc.overrides.task))
+            check_effects(cfg, list(hc.overrides.task))
             folder.acquire()
             summary = train_job(cfg, folder, run_name, _parallel_jobs(hc), stop)
     except USER_ERRORS as err:
