@@ -16,9 +16,10 @@ LR = "optim.lr=tag(log,interval(1e-3,1e-1))"
 
 def search(tmp_path, *extra, trials=3):
     """``deqexp train -m hydra/sweeper=optuna ...`` in this process; its exit code."""
+    given = {a.split("=", 1)[0] for a in extra}  # a key may be given once: extra replaces the base
+    base = [a for a in [f"hydra.sweeper.n_trials={trials}", *TINY] if a.split("=", 1)[0] not in given]
     try:
-        cli.main(["train", "-m", "hydra/sweeper=optuna", f"hydra.sweeper.n_trials={trials}", *TINY,
-                  f"paths.output={tmp_path}", *extra])
+        cli.main(["train", "-m", "hydra/sweeper=optuna", *base, f"paths.output={tmp_path}", *extra])
     except SystemExit as stop:
         return stop.code or 0
     return 0
