@@ -4,19 +4,9 @@ import dataclasses
 
 import pytest
 
-from deqexp import cli
 from deqexp.run import keys
 from deqexp.run.schemas import Config, TrainerConf
-
-
-def run_cli(capsys, *args) -> tuple[int, str]:
-    try:
-        cli.main(list(args))
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
+from tests.test_guards import in_process as run_cli
 
 
 def test_every_key_of_every_schema_says_what_it_means():

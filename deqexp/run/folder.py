@@ -159,3 +159,17 @@ def strict_json(value):
     if isinstance(value, (list, tuple)):
         return [strict_json(v) for v in value]
     return value
+
+
+def lock_held(folder: Path) -> bool:
+    """Whether a running job holds ``folder``'s lock (a killed one never does: the kernel drops it)."""
+    path = Path(folder) / ".lock"
+    if not path.exists():
+        return False
+    with open(path) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False

@@ -12,7 +12,6 @@ unit exactly like a separate run of that init, seed and scale.
 """
 from __future__ import annotations
 
-import fcntl
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..run.folder import lock_held
 from ..run.identity import MARKER, OWNER, folder_state, is_result_key
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader: 1,000 configs in a second
@@ -67,19 +67,6 @@ def flatten(node, prefix: str = "") -> dict:
     return {prefix[:-1]: tuple(node) if isinstance(node, list) else node}
 
 
-def _lock_held(folder: Path) -> bool:
-    path = folder / ".lock"
-    if not path.exists():
-        return False
-    with open(path) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
-
-
 def run_state(folder: Path) -> str:
     """complete, stale, running, failed or incomplete."""
     try:
@@ -91,7 +78,7 @@ def run_state(folder: Path) -> str:
         return "complete"
     if (folder / MARKER).exists():
         return "stale"
-    if _lock_held(folder):
+    if lock_held(folder):
         return "running"
     return "failed" if (folder / "FAILED").exists() else "incomplete"
 

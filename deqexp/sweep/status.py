@@ -18,7 +18,6 @@ name is the one deqexp gives it. A job is then, from the files in its folder:
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..run.config import job_fingerprints
-from ..run.folder import FAILED
+from ..run.folder import FAILED, lock_held
 from ..run.identity import folder_name, folder_state
 
 STATES = ("complete", "diverged", "stale", "running", "failed", "interrupted", "missing")
@@ -72,19 +71,6 @@ def config_dirs(sweep_dir: Path) -> list[str]:
             if s.get("provider") == "command-line" and str(s.get("schema")) == "file"]
 
 
-def _lock_held(folder: Path) -> bool:
-    path = folder / ".lock"
-    if not path.exists():
-        return False
-    with open(path) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
-
-
 def _checkpoint_epoch(folder: Path) -> int | None:
     from ..run.checkpoints import CHECKPOINT, read_checkpoint
 
@@ -119,7 +105,7 @@ def job_status(overrides: list[str], folder: Path, fp: str | None = None) -> Job
         if members and dead == len(members):
             return status("diverged", epoch, "every member diverged")
         return status("complete", epoch, f"{dead} of {len(members)} members diverged" if dead else "")
-    if _lock_held(folder):
+    if lock_held(folder):
         return status("running", _last_epoch(folder), "epoch of the last logged row")
     if (folder / FAILED).exists():
         return status("failed", _last_epoch(folder), (folder / FAILED).read_text().strip()[:200])
