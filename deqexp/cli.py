@@ -156,8 +156,23 @@ def train_main(argv: list[str]) -> None:
     app()
 
 
+def _own_process_setup() -> None:
+    """A closed stdout pipe ends the output, not the run; and Ctrl-C works even when the shell
+    that started us passed SIGINT on as ignored (a script run with ``nohup ... &``)."""
+    import signal
+
+    from .run.messages import ClosedPipeSafe
+
+    if not isinstance(sys.stdout, ClosedPipeSafe):
+        sys.stdout = ClosedPipeSafe(sys.stdout)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: dispatch on the first word."""
+    if argv is None:  # the console script (tests call main(argv) in their own process)
+        _own_process_setup()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)

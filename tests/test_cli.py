@@ -154,3 +154,39 @@ def test_help_lists_groups():
         assert word in p.stdout
     top = deqexp("--help")
     assert "train" in top.stdout and "verify" in top.stdout and "report" in top.stdout
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_pipe_ends_the_output_not_the_run(tmp_path):
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "deqexp.cli", "train", "trainer.epochs=30", "dataset.n_train=20",
+            "dataset.n_test=5", "logger=csv", "logger.progress=false", f"paths.output={tmp_path}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()  # `| head -1`
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "BrokenPipe" not in err, err[-2000:]
+    assert list(tmp_path.rglob("COMPLETE"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_works_when_sigint_was_inherited_as_ignored(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "deqexp.cli", "train", "trainer.epochs=100000", "dataset.n_train=20",
+            "dataset.n_test=5", "logger=csv", f"paths.output={tmp_path}"]
+    ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731  (nohup ... &)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ignore)
+    deadline = time.time() + 120
+    while not any(len(p.read_text().splitlines()) > 2 for p in tmp_path.rglob("metrics.csv")):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]

@@ -68,7 +68,10 @@ def test_the_shipped_launchers_fit_the_nodes_they_are_for():
     ({"gpus_per_node": 1}, r"gpus_per_node=1 but the nodes of the default partition \(debug\) have no GPUs"),
     ({"partition": "gpu"}, r"partition=gpu does not exist on this cluster; choose one of: debug"),
     ({"timeout_min": 1, "signal_delay_s": 30}, r"signal_delay_s=30 leaves less than 60 s of "
-                                               r"hydra.launcher.timeout_min=1"),
+                                               r"hydra.launcher.timeout_min=1 .*; raise "
+                                               r"hydra.launcher.timeout_min to at least 2$"),
+    ({"timeout_min": 3, "signal_delay_s": 150}, r"raise hydra.launcher.timeout_min to at least 4, or "
+                                                r"choose hydra.launcher.signal_delay_s <= 119$"),
     ({"max_num_timeout": -1}, r"max_num_timeout must be >= 0"),
 ])
 def test_impossible_requests_are_refused_naming_the_key(change, message):
@@ -302,7 +305,9 @@ def test_status_counts_missing_jobs_and_refuses_a_folder_that_is_no_sweep(tmp_pa
     assert status_main([str(sweep)]) == 1
     capsys.readouterr()
     assert status_main([str(tmp_path)]) == 2
-    assert "is not a sweep folder (it has no multirun.yaml)" in capsys.readouterr().out
+    assert "is not a sweep folder (it has no multirun.yaml)" in capsys.readouterr().err  # stderr
+    assert status_main([str(tmp_path / "nowhere")]) == 2
+    assert f"{tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
 
 
 def test_jobs_that_did_not_complete_are_listed_with_the_command_that_continues(tmp_path, capsys):

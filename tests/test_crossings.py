@@ -109,3 +109,12 @@ def test_the_contraction_note_is_given_only_to_forward_iteration(capsys, solver,
     job = load_job_data(cfg, members, torch.device("cpu"), torch.float64)
     note_contraction(build_model(cfg, job, members, torch.device("cpu"), torch.float64), job, members)
     assert ("outside the contraction region" in capsys.readouterr().out) == noted
+
+
+def test_messages_are_cut_at_a_word_boundary():
+    from deqexp.run.messages import shorten
+
+    text = "word " * 100
+    cut = shorten(text, 50)
+    assert len(cut) <= 50 and cut.endswith(" ...") and "wor ..." not in cut
+    assert shorten("short  one\nline", 50) == "short one line"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..deq.solver_loop import OUTCOMES
+from .messages import shorten
 
 # samples per solver outcome: the evaluation's forward solves on the test split, and the
 # epoch's adjoint solves (every training batch's); deqexp.deq.solver_loop.OUTCOMES
@@ -94,7 +95,7 @@ class WandbLog:
                 settings=wandb.Settings(quiet=True, init_timeout=60, console="off"),
             )
         except Exception as err:  # wandb raises its own error types (CommError, UsageError, ...)
-            why = f"{type(err).__name__}: {str(err).strip()[:200]}"
+            why = shorten(f"{type(err).__name__}: {err}", 200)
             raise WandbError(f"W&B could not start a {mode} run ({why}); check the network and "
                              f"the key; {OFFLINE_HINT}") from None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import re
 import shlex
 import subprocess
@@ -28,6 +29,7 @@ from pathlib import Path
 from hydra.core.singleton import Singleton
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SubmititSlurm
 
+from ..run.messages import shorten
 from ..run.signals import StopSignals
 
 POLL_S = 2.0
@@ -65,6 +67,14 @@ def _key(name: str) -> str:
     return f"hydra.launcher.{name}"
 
 
+def _time_fix(timeout_s: int, delay: int) -> str:
+    """A fix that is itself valid: a longer time limit, or (when it leaves one) a shorter delay."""
+    minutes = math.ceil((delay + SIGNAL_RESOLUTION_S + 1) / 60)
+    fix = f"raise {_key('timeout_min')} to at least {minutes}"
+    largest = timeout_s - SIGNAL_RESOLUTION_S - 1
+    return fix + (f", or choose {_key('signal_delay_s')} <= {largest}" if largest >= 1 else "")
+
+
 def check_request(params: dict, nodes: list[NodeGroup]) -> None:
     """Raise :class:`SlurmRequestError` when no node of the chosen partition can run one job
     of ``params`` (the launcher's settings), or the time settings defeat the requeue."""
@@ -73,8 +83,8 @@ def check_request(params: dict, nodes: list[NodeGroup]) -> None:
         raise SlurmRequestError(
             f"{_key('signal_delay_s')}={delay} leaves less than {SIGNAL_RESOLUTION_S} s of "
             f"{_key('timeout_min')}={params['timeout_min']} ({timeout_s} s): SLURM may send its "
-            "time-limit warning up to a minute early, before the job can checkpoint; raise "
-            f"timeout_min or choose signal_delay_s <= {max(0, timeout_s - SIGNAL_RESOLUTION_S)}")
+            "time-limit warning up to a minute early, before the job can checkpoint; "
+            + _time_fix(timeout_s, delay))
     if (params.get("max_num_timeout") or 0) < 0:
         raise SlurmRequestError(f"{_key('max_num_timeout')} must be >= 0 (requeues after a time-out)")
     names = sorted({n.partition for n in nodes})
@@ -121,7 +131,7 @@ SBATCH_KEYS = [("qos", "qos"), ("account", "account"), ("partition", "partition"
 def explain_sbatch(stderr: str) -> str:
     """One line from sbatch's error output, with the key it points at."""
     lines = [ln.strip() for ln in stderr.splitlines() if "error" in ln.lower()] or [stderr.strip()]
-    line = lines[-1][:300]
+    line = shorten(lines[-1])
     key = next((k for word, k in SBATCH_KEYS if word in line.lower()), "*")
     return f"SLURM refused the jobs ({line}); check {_key(key)}"
 
@@ -135,7 +145,7 @@ def _run(cmd: list[str]) -> str:
             "cluster's login node, or use launcher=slurm_local to try the path without a "
             "cluster") from None
     except subprocess.CalledProcessError as err:
-        raise SlurmRequestError(f"{' '.join(cmd[:2])} failed: {err.stderr.strip()[:300]}") from None
+        raise SlurmRequestError(f"{' '.join(cmd[:2])} failed: {shorten(err.stderr.strip())}") from None
 
 
 def continue_command(task_overrides: list[str], hydra_overrides: list[str]) -> str:
@@ -202,7 +212,7 @@ class SlurmLauncher(_SubmititSlurm):
                     returns.append(ret)
                     continue
                 err = ret._return_value  # an exception raised in the job (Hydra keeps it)
-                why = f"FAILED: {type(err).__name__}: {str(err)[:300]}"
+                why = f"FAILED: {type(err).__name__}: {shorten(str(err))}"
             failed.append(f"  {' '.join(overrides)}: SLURM job {job.job_id} {why}")
         if failed:
             hc = self.config.hydra.overrides
@@ -247,7 +257,7 @@ def _last_error(job) -> str:
         lines = [ln for ln in Path(job.paths.stderr).read_text().splitlines() if ln.startswith("deqexp")]
     except OSError:
         return ""
-    return f": {lines[-1][:300]}" if lines else ""
+    return f": {shorten(lines[-1])}" if lines else ""
 
 
 def _fail(message: str, code: int):

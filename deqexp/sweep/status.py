@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from omegaconf import OmegaConf
 from ..run.config import job_fingerprints
 from ..run.folder import FAILED, lock_held
 from ..run.identity import folder_name, folder_state
+from ..run.messages import shorten
 
 STATES = ("complete", "diverged", "stale", "running", "failed", "interrupted", "missing")
 FINISHED = ("complete", "diverged")
@@ -108,7 +110,7 @@ def job_status(overrides: list[str], folder: Path, fp: str | None = None) -> Job
     if lock_held(folder):
         return status("running", _last_epoch(folder), "epoch of the last logged row")
     if (folder / FAILED).exists():
-        return status("failed", _last_epoch(folder), (folder / FAILED).read_text().strip()[:200])
+        return status("failed", _last_epoch(folder), shorten((folder / FAILED).read_text(), 200))
     epoch = _checkpoint_epoch(folder)
     if epoch is not None:
         return status("interrupted", epoch, f"a rerun resumes from epoch {epoch}")
@@ -167,9 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         text, finished = search_status(args.sweep_dir)
         print(text)
         return 0 if finished else 1
+    if not args.sweep_dir.exists():
+        print(f"deqexp status: error: {args.sweep_dir} does not exist; point to the folder a "
+              "`deqexp train -m` printed, e.g. multirun/NAME", file=sys.stderr)
+        return 2
     if not (args.sweep_dir / "multirun.yaml").exists():
         print(f"deqexp status: error: {args.sweep_dir} is not a sweep folder (it has no multirun.yaml); "
-              "point to the folder a `deqexp train -m` printed, e.g. multirun/NAME")
+              "point to the folder a `deqexp train -m` printed, e.g. multirun/NAME", file=sys.stderr)
         return 2
     found, others, given = sweep_status(args.sweep_dir)
     print(format_status(found, others, given))
