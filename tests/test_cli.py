@@ -161,8 +161,9 @@ def test_a_closed_stdout_pipe_ends_the_output_not_the_run(tmp_path):
     import subprocess
     import sys
 
-    args = [sys.executable, "-m", "deqexp.cli", "train", "trainer.epochs=30", "dataset.n_train=20",
-            "dataset.n_test=5", "logger=csv", "logger.progress=false", f"paths.output={tmp_path}"]
+    args = [sys.executable, "-m", "deqexp.cli", "train", "trainer.epochs=40", "dataset.n_train=20",
+            "dataset.n_test=5", "dataset.length=10", "trainer.jac_samples=0", "logger=csv",
+            f"paths.output={tmp_path}"]  # a progress line every 4 epochs
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.readline()  # `| head -1`
     proc.stdout.close()
