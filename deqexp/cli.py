@@ -33,6 +33,11 @@ examples:
 
 
 
+# the sub-commands besides train: command -> the module whose main(argv) runs it
+COMMANDS = {"eval": "run.runs", "status": "sweep.status", "compare": "sweep.compare",
+            "explain": "run.keys", "verify": "paper.verify", "report": "paper.report"}
+
+
 def _check_argv(argv: list[str]) -> str | None:
     """Errors Hydra would report badly or too late: a preset that does not exist (Hydra's
     message lists no choices) and an output folder that cannot be written."""
@@ -184,39 +189,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     if command == "train" and len(rest) == 2 and rest[0] in ("--help", "-h"):
-        from .run.keys import main as explain_main  # train --help KEY: that key's help
-
-        sys.exit(explain_main(rest[1:]))
+        command, rest = "explain", rest[1:]  # train --help KEY: that key's help
     if command == "train":
         train_main(rest)
-    elif command == "explain":
-        from .run.keys import main as explain_main
+    elif command in COMMANDS:  # imported only when called: `deqexp --help` stays instant
+        import importlib
 
-        sys.exit(explain_main(rest))
-    elif command == "verify":
-        from .paper.verify import main as verify_main
-
-        sys.exit(verify_main(rest))
-    elif command == "eval":
-        from .run.runs import main as eval_main
-
-        sys.exit(eval_main(rest))
-    elif command == "status":
-        from .sweep.status import main as status_main
-
-        sys.exit(status_main(rest))
-    elif command == "compare":
-        from .sweep.compare import main as compare_main
-
-        sys.exit(compare_main(rest))
-    elif command == "report":
-        from .paper.report import main as report_main
-
-        sys.exit(report_main(rest))
+        sys.exit(importlib.import_module(f".{COMMANDS[command]}", __package__).main(rest))
     else:
         print(f"deqexp: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)
-
 
 if __name__ == "__main__":
     main()
