@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
+from deqexp.data import seeds
 from deqexp.data.datasets import DataError, load_dataset
-from deqexp.data.splits import VAL_SEED_OFFSET, hold_out, validation_size
+from deqexp.data.splits import hold_out, validation_size
 from deqexp.run.folder import RunFolder
 from deqexp.run.identity import fingerprint, identify
 from deqexp.run.runner import train_job
@@ -27,7 +28,7 @@ def test_hold_out_moves_a_seeded_share_of_the_training_split():
     a, b = hold_out(d, 0.25, 3), hold_out(d, 0.25, 3)
     assert len(a.val_input) == validation_size(40, 0.25) == 10 and len(a.train_input) == 30
     assert torch.equal(a.val_input, b.val_input)  # the same seed, the same split
-    order = torch.randperm(40, generator=torch.Generator().manual_seed(3 + VAL_SEED_OFFSET))
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(3 + seeds.VALIDATION))
     assert torch.equal(a.val_input, d.train_input[order[:10]])
     assert torch.equal(a.train_target, d.train_target[order[10:]])
     assert not torch.equal(hold_out(d, 0.25, 4).val_input, a.val_input)  # another seed, another split

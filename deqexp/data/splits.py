@@ -6,12 +6,9 @@ import dataclasses
 
 import torch
 
+from . import seeds
 from .datasets import Data
 from .readers import DataError
-
-# the hold-out permutation's generator is seeded with seed + this (the batch orders use
-# seed + 1_000_003 and the Jacobian penalty's probes seed + 2_000_003: all distinct streams)
-VAL_SEED_OFFSET = 3_000_017
 
 
 def validation_size(n_train: int, fraction: float) -> int:
@@ -31,7 +28,7 @@ def hold_out(d: Data, fraction: float, seed: int, name: str = "") -> Data:
     if n < 2:
         raise DataError(f"dataset={name}: dataset.val_fraction={fraction} needs at least 2 training "
                         f"samples (there are {n})")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + VAL_SEED_OFFSET))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + seeds.VALIDATION))
     k = validation_size(n, fraction)
     val, train = order[:k], order[k:]
     return dataclasses.replace(d, train_input=d.train_input[train], train_target=d.train_target[train],

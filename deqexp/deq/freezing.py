@@ -8,6 +8,16 @@ import torch
 Tensor = torch.Tensor
 
 
+def q_frozen(specs) -> Tensor:
+    """``init.freeze_q``: the members whose Q starts at 0 and never trains (random inits only)."""
+    return torch.tensor([s.freeze_q and s.name == "random" for s in specs])
+
+
+def wu_held(specs) -> Tensor:
+    """``trainer.freeze_wu_epochs``: the members whose W and U are held (naive inits)."""
+    return torch.tensor([s.name == "naive" for s in specs])
+
+
 class MemberFreezing:
     """Uses the layer's ``recurrence``, ``ensemble``, ``frozen`` and its parameters."""
 

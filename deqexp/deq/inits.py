@@ -22,6 +22,7 @@ import torch
 from ..theory.filters import multichannel_filters
 from ..theory.kernels import Kernel, SquaredExponential
 from . import operators
+from .freezing import q_frozen
 from .models import ConvDEQ, DenseDEQ
 
 Tensor = torch.Tensor
@@ -64,11 +65,17 @@ def kglm_weights(k_in: Tensor, k_out: Tensor, lam: float) -> dict[str, Tensor]:
     return {"W": -k_in / lam, "U": k_in / lam, "V": -k_out / lam, "Q": k_out / lam}
 
 
-def kglm_lambda(k_in: Tensor, spec: InitSpec) -> float:
-    """lambda = spec.lam if given, else ||K||_2 / spec.scale."""
+def lambda_of(spec: InitSpec, norm) -> float:
+    """The one lambda rule: ``spec.lam`` if given, else ``||K|| / spec.scale`` (so that
+    ``||W|| = scale``); ``norm()`` computes ``||K||`` only when it is needed."""
     if spec.lam is not None:
         return float(spec.lam)
-    return float(operators.dense_norm(k_in)) / (spec.scale or 1.0)
+    return float(norm()) / (spec.scale or 1.0)
+
+
+def kglm_lambda(k_in: Tensor, spec: InitSpec) -> float:
+    """lambda for a dense Gram matrix ``k_in`` (:func:`lambda_of`)."""
+    return lambda_of(spec, lambda: operators.dense_norm(k_in))
 
 
 def _uniform(shape, fan_in: int, gen: torch.Generator, dtype) -> Tensor:
@@ -99,8 +106,7 @@ def dense_member(spec: InitSpec, kernel: Kernel, x_in: Tensor, x_out: Tensor,
         out = kglm_weights(k_in, kernel(x_out, x_in), kglm_lambda(k_in, spec))
     elif spec.name == "naive":
         k_in = SquaredExponential(spec.naive_lengthscale)(x_in)
-        lam = kglm_lambda(k_in, spec)
-        out = {"W": -k_in / lam, "U": k_in / lam,
+        out = {**kglm_weights(k_in, k_in, kglm_lambda(k_in, spec)),  # the naive readout: below
                "V": _uniform((n_out, width), width, gen, dtype),
                "Q": torch.zeros(n_out, n_in, dtype=dtype)}
     else:
@@ -145,17 +151,12 @@ def conv_member(spec: InitSpec, channels: int, kernel_size: int, image_size: tup
         filt = multichannel_filters(ls.tolist(), r, spec.coupling, spec.construction, dtype)
     else:
         filt = multichannel_filters([spec.naive_lengthscale] * c, r, 0.0, "pd", dtype)
-    if spec.lam is not None:
-        lam = spec.lam
-    else:
-        norm = operators.conv_norm(filt, *image_size, padding=padding, method=norm_method,
-                                   generator=gen)
-        lam = float(norm) / (spec.scale or 1.0)
+    lam = lambda_of(spec, lambda: operators.conv_norm(filt, *image_size, padding=padding,
+                                                      method=norm_method, generator=gen))
+    out = kglm_weights(filt, filt, lam)
     if spec.name == "naive":
-        return {"W": -filt / lam, "U": filt / lam,
-                "V": _uniform(shape, c * kernel_size**2, gen, dtype),
-                "Q": torch.zeros(shape, dtype=dtype)}
-    return {"W": -filt / lam, "U": filt / lam, "V": -filt / lam, "Q": filt / lam}
+        out.update(V=_uniform(shape, c * kernel_size**2, gen, dtype), Q=torch.zeros(shape, dtype=dtype))
+    return out
 
 
 def initialise(model: DenseDEQ | ConvDEQ, specs: list[InitSpec], seeds: list[int], *,
@@ -174,6 +175,6 @@ def initialise(model: DenseDEQ | ConvDEQ, specs: list[InitSpec], seeds: list[int
                 weights = dense_member(spec, kernel, x_in, x_out, model.width, gen)
             for name, value in weights.items():
                 model.set_member(e, name, value)
-    frozen_q = torch.tensor([s.freeze_q and s.name == "random" for s in specs])
+    frozen_q = q_frozen(specs)
     if frozen_q.any():
         model.freeze("Q", frozen_q)

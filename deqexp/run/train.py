@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.seeds import BATCH_ORDER, JAC_PROBES
 from ..deq import jacreg
+from ..deq.freezing import wu_held
 from .build import JobData, Member, batches
 from .checkpoints import LoopState, restore, save_checkpoint, save_model
 from .metrics import (
@@ -43,7 +45,7 @@ class JacobianPenalty:
 
     def __init__(self, cfg, seeds: list[int]):
         self.weight, self.every, self.step = cfg.trainer.jac_reg.weight, cfg.trainer.jac_reg.every, 0
-        self.gens = [torch.Generator().manual_seed(s + 2_000_003) for s in seeds] if self.weight else []
+        self.gens = [torch.Generator().manual_seed(s + JAC_PROBES) for s in seeds] if self.weight else []
 
     def __call__(self, model, job: JobData, x: Tensor, run) -> Tensor | None:
         """Per member, ``weight x`` the penalty for this step (None: not this step)."""
@@ -95,13 +97,13 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
     opt, sched = make_optimizer(cfg, model, math.ceil(n_train / (bs or n_train)))
     penalty = JacobianPenalty(cfg, job.seeds)
     # the batch orders' generators, then the penalty's probes' (checkpointed together)
-    gens = [torch.Generator().manual_seed(s + 1_000_003) for s in job.seeds]
+    gens = [torch.Generator().manual_seed(s + BATCH_ORDER) for s in job.seeds]
     all_gens = gens + penalty.gens
     state = LoopState.start(model, torch.ones(len(members), dtype=torch.bool, device=device))
     if resume is not None:
         state = restore(resume, model, opt, sched, all_gens, device)
     penalty.step = state.epoch * math.ceil(n_train / (bs or n_train))  # its phase, on resume too
-    naive = torch.tensor([m.spec.name == "naive" for m in members])
+    naive = wu_held([m.spec for m in members])
     if state.epoch < cfg.trainer.freeze_wu_epochs and naive.any():
         model.freeze("W", naive)
         model.freeze("U", naive)
