@@ -25,7 +25,7 @@ train: install  ## the main job: train one kGLM-initialised DEQ on the embedded 
 	$(PYTHON) -m deqexp.cli train init=kglm
 
 test: install lint  ## lint, then the fast suite (ALL=1: also the CLI runs and SLURM tests)
-	PYTHONUNBUFFERED=1 $(PYTHON) -m pytest -q $(MARKERS) $(PYTEST_ARGS)
+	PYTHONUNBUFFERED=1 $(PYTHON) -m pytest $(MARKERS) $(PYTEST_ARGS)  # each file named as it runs
 
 docs: install  ## the docs site (mkdocs-material, mkdocstrings) into site/, built with --strict
 	$(PYTHON) -m pip install -q -e ".[docs]"
