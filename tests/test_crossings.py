@@ -118,3 +118,14 @@ def test_messages_are_cut_at_a_word_boundary():
     cut = shorten(text, 50)
     assert len(cut) <= 50 and cut.endswith(" ...") and "wor ..." not in cut
     assert shorten("short  one\nline", 50) == "short one line"
+
+
+def test_the_progress_bar_reaches_the_last_epoch_when_epochs_are_skipped(monkeypatch):
+    from deqexp.run import sinks
+
+    monkeypatch.setattr(sinks, "_usable_terminal", lambda: True)
+    bar = sinks.Progress(5, True, "job")
+    for epoch in (0, 2, 4, 5):  # trainer.eval_every=2
+        bar.update(epoch, 1.0, 3.0)
+    assert bar.bar.n == 5
+    bar.close()

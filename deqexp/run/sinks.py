@@ -143,8 +143,8 @@ class Progress:
 
     def update(self, epoch: int, loss: float, iters: float) -> None:
         if self.bar is not None:
-            if epoch > 0:
-                self.bar.update(1)
+            if epoch > self.bar.n:  # evaluated epochs may skip some (trainer.eval_every > 1)
+                self.bar.update(epoch - self.bar.n)
             self.bar.set_postfix(test_loss=f"{loss:.4g}", fwd_iters=f"{iters:.1f}")
         elif self.enabled and (epoch % self.every == 0 or epoch == self.epochs):
             print(f"[{self.desc}] epoch {epoch}/{self.epochs}  test_loss {loss:.4g}  "
