@@ -68,10 +68,7 @@ def _unparsable(argv: list[str]) -> str | None:
     from hydra.errors import OverrideParseException
 
     parser = OverridesParser.create()
-    for i, arg in enumerate(argv):
-        if "=" not in arg or arg.startswith("-") or (i and argv[i - 1] in ("--config-dir", "-cd",
-                                                                              "--config-name", "-cn")):
-            continue
+    for arg in _override_args(argv):
         try:
             parser.parse_overrides([arg])
         except OverrideParseException as err:
@@ -80,15 +77,15 @@ def _unparsable(argv: list[str]) -> str | None:
     return None
 
 
+def _override_args(argv: list[str]) -> list[str]:
+    """The ``key=value`` arguments (not flags, not the values of --config-dir/--config-name)."""
+    return [arg for i, arg in enumerate(argv) if "=" in arg and not arg.startswith("-")
+            and not (i and argv[i - 1] in ("--config-dir", "-cd", "--config-name", "-cn"))]
+
+
 def _overrides(argv: list[str]) -> list[tuple[str, str]]:
-    """``(key, value)`` of each ``key=value`` argument (not flags, not their values)."""
-    out = []
-    for i, arg in enumerate(argv):
-        if "=" in arg and not arg.startswith("-") and not (i and argv[i - 1] in (
-                "--config-dir", "-cd", "--config-name", "-cn")):
-            key, _, value = arg.lstrip("+~").partition("=")
-            out.append((key, value))
-    return out
+    """``(key, value)`` of each ``key=value`` argument."""
+    return [(key, value) for key, _, value in (a.lstrip("+~").partition("=") for a in _override_args(argv))]
 
 
 def _repeated_or_merged(argv: list[str]) -> str | None:

@@ -181,8 +181,7 @@ def summarise(members: list[Member], history, epochs: list[int], alive, total_ti
     out = []
     for m in members:
         col = hist[:, m.index]
-        finite = np.isfinite(col)
-        best = int(np.nanargmin(np.where(finite, col, np.nan))) if finite.any() else -1
+        best = _best(col)
         out.append({
             "member": m.index, "seed": m.seed, "init": m.spec.name, "scale": m.spec.scale,
             "status": "completed" if bool(alive[m.index]) else "diverged",

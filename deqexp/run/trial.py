@@ -47,8 +47,8 @@ class Reporter:
         study = optuna.load_study(study_name=search.study, storage=storage,
                                   pruner=make_pruner(search.pruner))
         self.trial = optuna.trial.Trial(study, search.trial)
-        self.key = "test_loss" if search.objective.startswith("test") or "_test_" in search.objective \
-            else "val_loss"
+        # best_val_loss is scored on validation; every other objective on test (allowed ones only)
+        self.key = "val_loss" if search.objective == "best_val_loss" else "test_loss"
 
     def __call__(self, epoch: int, rows: list[dict]) -> None:
         values = [r.get(self.key) for r in rows if r["status"] == "ok"]

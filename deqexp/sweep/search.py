@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.plugins.sweeper import Sweeper
 
-from .search_space import OBJECTIVES, SearchError, Space, check_against, parse
+from .search_space import OBJECTIVES, SearchError, Space, check_against, params_overrides, parse
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("none", "median", "halving")
@@ -64,25 +64,28 @@ def objective_value(summary: dict, objective: str) -> float:
     return sum(values) / len(values) if values else math.inf
 
 
-def _fmt(value) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
+def grid_of(space: Space) -> dict[str, list]:
+    """sampler=grid's values per key: choice() and range() only."""
+    import optuna
+
+    grid = {}
+    for k, d in space.distributions.items():
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            grid[k] = list(d.choices)
+        elif getattr(d, "step", None) and not d.log:
+            n = int(round((d.high - d.low) / d.step)) + 1
+            grid[k] = [d.low + i * d.step for i in range(n)]
+        else:
+            raise SearchError(f"hydra.sweeper.params.{k}: sampler=grid needs choice() or range(), "
+                              "not an interval")
+    return grid
 
 
 def make_sampler(name: str, seed: int, space: Space):
     import optuna
 
     if name == "grid":
-        grid = {}
-        for k, d in space.distributions.items():
-            if isinstance(d, optuna.distributions.CategoricalDistribution):
-                grid[k] = list(d.choices)
-            elif getattr(d, "step", None) and not d.log:
-                n = int(round((d.high - d.low) / d.step)) + 1
-                grid[k] = [d.low + i * d.step for i in range(n)]
-            else:
-                raise SearchError(f"hydra.sweeper.params.{k}: sampler=grid needs choice() or range(), "
-                                  "not an interval")
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return optuna.samplers.GridSampler(grid_of(space), seed=seed)
     return {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
             "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler}[name](seed=seed)
 
@@ -137,12 +140,12 @@ class OptunaSweeper(Sweeper):
         cells = space.cells()
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, [*space.fixed, *cells[0]])
         check_against(space, cfg)
-        if self.s.objective in ("best_val_loss",) and not (cfg.dataset.get("val_fraction") or 0) > 0 \
+        if self.s.objective == "best_val_loss" and not (cfg.dataset.get("val_fraction") or 0) > 0 \
                 and cfg.dataset.name != "arrays":
             raise SearchError(f"hydra.sweeper.objective={self.s.objective} needs a validation split: "
                               "add dataset.val_fraction=0.2 (the runs do not log it otherwise)")
         if self.s.sampler == "grid":
-            make_sampler("grid", self.s.seed, space)  # refuses intervals now, not mid-sweep
+            grid_of(space)  # refuses intervals now, not mid-sweep
         return space
 
     # ------------------------------------------------------------------ the sweep
@@ -207,12 +210,11 @@ class OptunaSweeper(Sweeper):
         cells = space.cells(without=tuple(self.s.arms))
         n_trials = self.s.n_trials
         if self.s.sampler == "grid":
-            n_trials = min(n_trials, math.prod(len(v) for v in
-                                               make_sampler("grid", 0, space)._search_space.values()))
+            n_trials = min(n_trials, math.prod(len(v) for v in grid_of(space).values()))
         while (done := len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
                                                                     TrialState.PRUNED)))) < n_trials:
             trials = [study.ask(space.distributions) for _ in range(min(self.s.n_jobs, n_trials - done))]
-            jobs = [[*space.fixed, *arm, *cell, *(f"{k}={_fmt(v)}" for k, v in t.params.items()),
+            jobs = [[*space.fixed, *arm, *cell, *params_overrides(t.params),
                      f"search.storage='{storage}'", f"search.study='{study.study_name}'",
                      f"search.trial={t._trial_id}", f"search.pruner={self.s.pruner}",
                      f"search.objective={self.s.objective}"] for t in trials for cell in cells]

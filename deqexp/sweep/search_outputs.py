@@ -3,12 +3,12 @@ figures (optimisation history, parameter importances, slice), the confirm stage'
 and what ``deqexp status`` says about it."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from ..run.folder import atomic_write
+from .search_space import params_overrides
 
 STATES = ("COMPLETE", "PRUNED", "RUNNING", "FAIL", "WAITING")
 
@@ -104,7 +104,7 @@ def confirm(sweeper, studies, space, arms, sweep_dir: Path):
         best = _best(study)
         if best is None:
             continue
-        params = [f"{k}={repr(v) if isinstance(v, float) else v}" for k, v in best["best_params"].items()]
+        params = params_overrides(best["best_params"])
         jobs += [[*space.fixed, *arm, *cell, *params, seed, f"hydra.sweep.dir={out}"]
                  for cell in cells for seed in seeds]
     sweeper.launcher.launch(jobs, initial_job_idx=sweeper.job_idx)
@@ -140,6 +140,5 @@ def search_status(sweep_dir: Path, storage_url: str | None = None) -> tuple[str,
             value = best["best_value"]
             lines.append(f"  best so far: {value:.6g} (trial {best['best_trial']}) "
                          + " ".join(f"{k}={v}" for k, v in best["best_params"].items()))
-        finished &= counts["RUNNING"] == 0 and counts["COMPLETE"] + counts["PRUNED"] > 0
-        finished &= not math.isnan(best["best_value"]) if best else False
+        finished &= counts["RUNNING"] == 0 and best is not None
     return "\n".join(lines) or "no study in this folder yet", finished

@@ -42,6 +42,11 @@ class Space:
         return repr((dists, sorted((k, list(v)) for k, v in self.grid.items()), sorted(self.fixed)))
 
 
+def params_overrides(params: dict) -> list[str]:
+    """A trial's parameters as overrides (floats in full, so the run folder names the value)."""
+    return [f"{k}={repr(v) if isinstance(v, float) else v}" for k, v in params.items()]
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
