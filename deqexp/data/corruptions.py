@@ -13,9 +13,19 @@ from .readers import DataError
 Tensor = torch.Tensor
 
 
+def draw_noise(clean: Tensor, std: float, gen: torch.Generator) -> Tensor:
+    """Gaussian noise of ``clean``'s shape with standard deviation ``std``."""
+    return std * torch.randn(clean.shape, generator=gen, dtype=clean.dtype)
+
+
+def noisy(clean: Tensor, noise: Tensor) -> Tensor:
+    """``clean + noise``, clipped to [0, 1]."""
+    return (clean + noise).clamp(0, 1)
+
+
 def add_noise(clean: Tensor, std: float, gen: torch.Generator) -> Tensor:
     """Additive Gaussian noise, clipped to [0, 1]."""
-    return (clean + std * torch.randn(clean.shape, generator=gen, dtype=clean.dtype)).clamp(0, 1)
+    return noisy(clean, draw_noise(clean, std, gen))
 
 
 def gaussian_blur(clean: Tensor, low: float, high: float, gen: torch.Generator) -> Tensor:
@@ -60,8 +70,32 @@ def corrupt(clean: Tensor, kind: str, gen: torch.Generator, noise_std: float = 0
     raise DataError(f"unknown corruption '{kind}'; choose noise, blur or flip")
 
 
+NOISE_KEYS = ("train_noise", "test_noise", "val_noise")  # dataset=arrays: noise saved with the images
+
+
+def _split_noise(a: dict, split: str, clean: Tensor, gen: torch.Generator, std: float) -> Tensor:
+    """A split's additive noise: the file's ``{split}_noise`` if it has one, else drawn."""
+    key = f"{split}_noise"
+    if key not in a:
+        return draw_noise(clean, std, gen)
+    if a[key].shape != tuple(clean.shape):
+        raise DataError(f"dataset=arrays: '{key}' has shape {a[key].shape}, but '{split}_target' "
+                        f"has {tuple(clean.shape)}; the noise is added to the clean images, so the "
+                        "shapes must agree")
+    return torch.as_tensor(a[key].astype(np.float64))
+
+
 def corrupted_inputs(a: dict, corruption: str, gen: torch.Generator, **opts) -> dict:
-    """The arrays with ``*_input`` made by corrupting the clean images ``*_target``."""
+    """The arrays with ``*_input`` made by corrupting the clean images ``*_target``; for
+    ``noise``, the file's own ``*_noise`` arrays are the noise where it has them (then kept
+    under those keys, and the drawn noise too)."""
+    saved = [k for k in NOISE_KEYS if k in a]
+    if saved and corruption != "noise":
+        raise DataError(f"dataset=arrays: the file holds {', '.join(saved)}, which only "
+                        f"dataset.corruption=noise adds; set it (it is {corruption})")
+    if saved and not {"train_noise", "test_noise"} <= set(saved):
+        raise DataError(f"dataset=arrays: the file holds {', '.join(saved)} but not both "
+                        "train_noise and test_noise; save the noise of both splits, or neither")
     given = sorted(k for k in ("train_input", "test_input", "val_input") if k in a)
     if given:
         raise DataError(f"dataset=arrays: dataset.corruption={corruption} makes the inputs from the clean "
@@ -82,5 +116,10 @@ def corrupted_inputs(a: dict, corruption: str, gen: torch.Generator, **opts) -> 
                             f"'{key}' has shape {y.shape} and dtype {y.dtype}, not real "
                             "(N, C, H, W)")
         clean = torch.as_tensor(y.astype(np.float64))
-        out[f"{split}_input"] = corrupt(clean, corruption, gen, **opts).numpy()
+        if corruption == "noise":
+            noise = _split_noise(a, split, clean, gen, opts.get("noise_std", 0.2))
+            out[f"{split}_noise"] = noise.numpy()
+            out[f"{split}_input"] = noisy(clean, noise).numpy()
+        else:
+            out[f"{split}_input"] = corrupt(clean, corruption, gen, **opts).numpy()
     return out

@@ -9,59 +9,27 @@ and ``mnist`` (IDX files). Your own: ``arrays`` (an .npz file or a folder of .np
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .corruptions import corrupt, corrupted_inputs, flip_pixels
+from .base import Data, pick, seeded
+from .corruptions import NOISE_KEYS, corrupt, corrupted_inputs, draw_noise, noisy
+from .digits import binary_digits, mnist
 from .readers import (
     ARRAY_KEYS,
     VAL_KEYS,
     DataError,
     array_locations,
     check_arrays,
-    find_idx,
     read_arrays,
     read_cifar10,
-    read_idx,
     read_tiff,
     require_dir,
 )
 
 Tensor = torch.Tensor
-
-
-@dataclass
-class Data:
-    """Train/test inputs and targets plus what the model needs to know about them."""
-
-    train_input: Tensor
-    train_target: Tensor
-    test_input: Tensor
-    test_target: Tensor
-    loss: str = "mse"                  # mse | cross_entropy | bce
-    support: str = "real"              # what values the inputs take (for the family check)
-    x_in: Tensor | None = None         # (n, d) input locations (sequence data)
-    x_out: Tensor | None = None        # (m, d) target locations
-    classes: int = 0                   # trailing one-hot axis (copy_memory)
-    val_input: Tensor | None = None    # the validation split (dataset.val_fraction, or a file's own)
-    val_target: Tensor | None = None
-
-    @property
-    def is_image(self) -> bool:
-        return self.train_input.dim() == 4
-
-    def to(self, device, dtype) -> "Data":
-        conv = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
-        return Data(conv(self.train_input), conv(self.train_target), conv(self.test_input),
-                    conv(self.test_target), self.loss, self.support, conv(self.x_in),
-                    conv(self.x_out), self.classes, conv(self.val_input), conv(self.val_target))
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
 
 
 # --------------------------------------------------------------------------- E1
@@ -82,7 +50,7 @@ def smooth(seed: int, n_train: int = 2000, n_test: int = 200, length: int = 100,
     d = (both[:, None] - both[None, :]).abs()
     cov = noise_variance * torch.exp(-0.5 * d**2) * torch.exp(-torch.sin(d) ** 2)
     chol = torch.linalg.cholesky(cov + 1e-8 * torch.eye(len(both), dtype=torch.float64))
-    noise = torch.randn(n_train + n_test, len(both), generator=_gen(seed), dtype=torch.float64)
+    noise = torch.randn(n_train + n_test, len(both), generator=seeded(seed), dtype=torch.float64)
     values = smooth_signal(both) + noise @ chol.T
     inp, tgt = values[:, :length], values[:, length:]
     mean, std = values[:n_train].mean(), values[:n_train].std()
@@ -96,7 +64,7 @@ def copy_memory(seed: int, n_train: int = 200, n_test: int = 20, delay: int = 50
                 n_copy: int = 10, alphabet: int = 8, **_) -> Data:
     """E6: ten symbols, ``delay`` blanks, a marker 9; recall the symbols after the marker."""
     n, length, classes = n_train + n_test, delay + 2 * n_copy, alphabet + 2
-    sym = torch.randint(1, alphabet + 1, (n, n_copy), generator=_gen(seed))
+    sym = torch.randint(1, alphabet + 1, (n, n_copy), generator=seeded(seed))
     inp = torch.zeros(n, length, dtype=torch.long)
     inp[:, :n_copy] = sym
     inp[:, delay + n_copy - 1] = alphabet + 1  # the marker, at position T+10 (1-based)
@@ -120,20 +88,28 @@ def _patches(img: Tensor, size: int) -> Tensor:
     return p.permute(1, 2, 0, 3, 4).reshape(-1, img.shape[0], size, size)
 
 
-def _pick(x: Tensor, n: int, gen: torch.Generator, split: str = "train") -> Tensor:
-    """A random subset of ``n`` samples (by ``gen``); all of them for ``n = 0``."""
-    if n > len(x):
-        raise DataError(f"dataset.n_{split}={n}, but the data have {len(x)} {split} samples; "
-                        f"use at most {len(x)}, or 0 for all")
-    if n <= 0 or n == len(x):
-        return x
-    return x[torch.randperm(len(x), generator=gen)[:n]]
+PAIRINGS = ("sample", "batch")
+
+
+def check_pairing(name: str, pairing: str, corruption: str) -> None:
+    """``noise_pairing`` is ``sample`` or ``batch``, and ``batch`` pairs additive noise only."""
+    if pairing not in PAIRINGS:
+        raise DataError(f"dataset={name}: dataset.noise_pairing={pairing!r}; choose sample or batch")
+    if pairing == "batch" and corruption != "noise":
+        raise DataError(f"dataset={name}: dataset.noise_pairing=batch adds noise by batch position, "
+                        f"but dataset.corruption={corruption}; set dataset.corruption=noise, or "
+                        "dataset.noise_pairing=sample")
 
 
 def _image_data(train: Tensor, test: Tensor, seed: int, n_train: int, n_test: int,
-                corruption: str, **opts) -> Data:
-    gen = _gen(seed)
-    train, test = _pick(train, n_train, gen), _pick(test, n_test, gen, "test")
+                corruption: str, noise_pairing: str = "sample", name: str = "images", **opts) -> Data:
+    check_pairing(name, noise_pairing, corruption)
+    gen = seeded(seed)
+    train, test = pick(train, n_train, gen), pick(test, n_test, gen, "test")
+    if noise_pairing == "batch":  # the same draws as 'sample'; the training loop pairs them
+        noise = draw_noise(train, opts["noise_std"], gen)
+        return Data(noisy(train, noise), train, corrupt(test, corruption, gen, **opts), test,
+                    "mse", "[0,1]", train_noise=noise)
     return Data(corrupt(train, corruption, gen, **opts), train,
                 corrupt(test, corruption, gen, **opts), test, "mse", "[0,1]")
 
@@ -141,8 +117,12 @@ def _image_data(train: Tensor, test: Tensor, seed: int, n_train: int, n_test: in
 def skimage_images(seed: int, patch: int = 32, channels: int = 3, n_train: int = 500,
                    n_test: int = 100, train_images: tuple = SKIMAGE_TRAIN,
                    test_images: tuple = SKIMAGE_TEST, corruption: str = "noise", noise_std: float = 0.2,
-                   blur_low: float = 0.0, blur_high: float = 3.0, **_) -> Data:
-    """E2/E3 default: patches of scikit-image's bundled colour images, split by source image."""
+                   blur_low: float = 0.0, blur_high: float = 3.0, noise_pairing: str = "sample",
+                   **_) -> Data:
+    """E2/E3 default: patches of scikit-image's bundled colour images, split by source image.
+    ``noise_pairing``: ``sample`` adds each image its own noise; ``batch`` adds the noise by
+    position in each epoch's batch sequence, as the authors' loop (the k-th training sample of
+    every epoch gets noise row k; evaluation is in order, so there the two agree)."""
     import skimage.data
 
     def load(names):
@@ -154,84 +134,45 @@ def skimage_images(seed: int, patch: int = 32, channels: int = 3, n_train: int =
         return torch.cat(out)
 
     return _image_data(load(train_images), load(test_images), seed, n_train, n_test, corruption,
-                       noise_std=noise_std, blur_low=blur_low, blur_high=blur_high)
+                       noise_pairing, noise_std=noise_std, blur_low=blur_low, blur_high=blur_high)
 
 
 def cifar10(seed: int, root: str | None = None, n_train: int = 5000, n_test: int = 1000,
             corruption: str = "noise", noise_std: float = 0.2,
-            blur_low: float = 0.0, blur_high: float = 3.0, **_) -> Data:
-    """CIFAR-10 from a local folder, corrupted as configured (E2)."""
+            blur_low: float = 0.0, blur_high: float = 3.0, noise_pairing: str = "sample", **_) -> Data:
+    """CIFAR-10 from a local folder, corrupted as configured (E2); ``noise_pairing`` as for
+    dataset=images."""
     train, test = read_cifar10(root)
-    return _image_data(train, test, seed, n_train, n_test, corruption,
+    return _image_data(train, test, seed, n_train, n_test, corruption, noise_pairing, "cifar10",
                        noise_std=noise_std, blur_low=blur_low, blur_high=blur_high)
 
 
 def hyperspectral(seed: int, root: str | None = None, channels: int = 13, patch: int = 32,
                   n_train: int = 0, n_test: int = 0, test_fraction: float = 1 / 7,
                   corruption: str = "noise", noise_std: float = 0.2,
-                  blur_low: float = 0.0, blur_high: float = 3.0, **_) -> Data:
-    """Multi-channel TIFFs from a local folder: first ``channels`` bands, split by file (E2/E3)."""
+                  blur_low: float = 0.0, blur_high: float = 3.0, noise_pairing: str = "sample",
+                  **_) -> Data:
+    """Multi-channel TIFFs from a local folder: first ``channels`` bands, split by file (E2/E3);
+    ``noise_pairing`` as for dataset=images."""
     root = require_dir(root, "hyperspectral", "multi-channel .tif/.tiff images")
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
     if len(files) < 2:
         raise DataError(f"hyperspectral: need at least 2 TIFF files in {root}, found {len(files)}")
-    order = torch.randperm(len(files), generator=_gen(seed)).tolist()
+    order = torch.randperm(len(files), generator=seeded(seed)).tolist()
     n_test_files = max(1, int(round(test_fraction * len(files))))
     test_idx = set(order[:n_test_files])
 
     load = lambda f: _patches(read_tiff(f, channels, patch), patch)  # noqa: E731
     train = torch.cat([load(f) for i, f in enumerate(files) if i not in test_idx])
     test = torch.cat([load(f) for i, f in enumerate(files) if i in test_idx])
-    return _image_data(train, test, seed, n_train, n_test, corruption,
-                       noise_std=noise_std, blur_low=blur_low, blur_high=blur_high)
-
-
-# --------------------------------------------------------------------------- E4
-def _binarise_to(images: Tensor, size: int, threshold: float) -> Tensor:
-    img = images[:, None].double()
-    img = img / img.amax(dim=(-1, -2), keepdim=True).clamp_min(1e-12)
-    if img.shape[-1] != size:
-        img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
-    return (img > threshold).double()
-
-
-def _digit_data(train: Tensor, test: Tensor, seed: int, n_train: int, n_test: int, size: int,
-                threshold: float, flip_fraction: float) -> Data:
-    gen = _gen(seed)
-    train, test = _pick(train, n_train, gen), _pick(test, n_test, gen, "test")
-    clean_tr = _binarise_to(train, size, threshold)
-    clean_te = _binarise_to(test, size, threshold)
-    noisy_tr = flip_pixels(clean_tr, flip_fraction, gen)
-    noisy_te = flip_pixels(clean_te, flip_fraction, gen)
-    return Data(noisy_tr, clean_tr, noisy_te, clean_te, "bce", "{0,1}")
-
-
-def binary_digits(seed: int, size: int = 28, n_train: int = 200, n_test: int = 50,
-                  threshold: float = 0.3, flip_fraction: float = 1 / 3, **_) -> Data:
-    """scikit-learn's 8x8 digits, upsampled to ``size`` and binarised; a third of pixels flipped."""
-    from sklearn.datasets import load_digits
-
-    imgs = torch.as_tensor(load_digits().images)
-    perm = torch.randperm(len(imgs), generator=_gen(seed + 1))
-    half = len(imgs) * 4 // 5
-    return _digit_data(imgs[perm[:half]], imgs[perm[half:]], seed, n_train, n_test, size,
-                       threshold, flip_fraction)
-
-
-def mnist(seed: int, root: str | None = None, n_train: int = 1000, n_test: int = 200, threshold: float = 0.0,
-          flip_fraction: float = 1 / 3, **_) -> Data:
-    """MNIST from local IDX files, binarised (pixel > 0) with flipped pixels (E4)."""
-    root = require_dir(root, "mnist", "the IDX files train-images-idx3-ubyte and "
-                        "t10k-images-idx3-ubyte (optionally .gz)")
-    train = torch.as_tensor(read_idx(find_idx(root, "train-images-idx3-ubyte")).copy())
-    test = torch.as_tensor(read_idx(find_idx(root, "t10k-images-idx3-ubyte")).copy())
-    return _digit_data(train, test, seed, n_train, n_test, train.shape[-1], threshold, flip_fraction)
+    return _image_data(train, test, seed, n_train, n_test, corruption, noise_pairing,
+                       "hyperspectral", noise_std=noise_std, blur_low=blur_low, blur_high=blur_high)
 
 
 # --------------------------------------------------------------------------- your own
 def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0,
            loss: str = "mse", corruption: str = "none", noise_std: float = 0.2,
-           blur_low: float = 0.0, blur_high: float = 3.0, **_) -> Data:
+           blur_low: float = 0.0, blur_high: float = 3.0, noise_pairing: str = "sample", **_) -> Data:
     """Your own data: an ``.npz`` file (or a folder of ``.npy`` files) with ``train_input``,
     ``train_target``, ``test_input``, ``test_target``. Sequences are ``(N, n)`` inputs and
     ``(N, m)`` targets, at locations ``x_in`` ``(n, d)`` and ``x_out`` ``(m, d)`` (default:
@@ -239,23 +180,34 @@ def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0
     ``n_test`` > 0 take a random subset (by seed); ``loss`` is ``mse`` or ``bce``. With a
     ``corruption`` (noise, blur, flip; as the image data sets, e.g. under the E2/E3 presets)
     the file holds clean images only, ``train_target`` and ``test_target``, and the inputs are
-    made from them by seed; ``corruption=none`` takes the file's inputs as they are."""
+    made from them by seed; ``corruption=none`` takes the file's inputs as they are. With
+    ``corruption=noise`` the file may hold the noise itself, ``train_noise`` and ``test_noise``
+    (the targets' shapes; e.g. the authors' saved noise), added to the clean images and clipped
+    to [0, 1]; ``noise_pairing`` as for dataset=images (``batch``: training row k of every
+    epoch gets noise row k)."""
     if not path:
         raise DataError("dataset=arrays needs dataset.path=/path/to/data.npz (or a folder of .npy files)")
     if loss not in ("mse", "bce"):
         raise DataError(f"dataset=arrays: dataset.loss={loss!r}; choose mse or bce")
     a = read_arrays(path)
+    check_pairing("arrays", noise_pairing, corruption)
+    saved = [k for k in NOISE_KEYS if k in a]
+    if corruption == "none" and saved:
+        raise DataError(f"dataset=arrays: the file holds {', '.join(saved)}; set "
+                        "dataset.corruption=noise to add it to the clean targets")
     if corruption != "none":
-        a = corrupted_inputs(a, corruption, _gen(seed), noise_std=noise_std, blur_low=blur_low,
+        a = corrupted_inputs(a, corruption, seeded(seed), noise_std=noise_std, blur_low=blur_low,
                               blur_high=blur_high)
     check_arrays(a)
     t = {k: torch.as_tensor(a[k].astype(np.float64)) for k in ARRAY_KEYS}
-    gen = _gen(seed)
-    train = _pick(torch.arange(len(t["train_input"])), n_train, gen)
-    test = _pick(torch.arange(len(t["test_input"])), n_test, gen, "test")
+    gen = seeded(seed)
+    train = pick(torch.arange(len(t["train_input"])), n_train, gen)
+    test = pick(torch.arange(len(t["test_input"])), n_test, gen, "test")
     parts = [t["train_input"][train], t["train_target"][train], t["test_input"][test], t["test_target"][test]]
     val = {k: torch.as_tensor(a[k].astype(np.float64)) for k in VAL_KEYS if k in a}
     val = {"val_input": val.get("val_input"), "val_target": val.get("val_target")}
+    if noise_pairing == "batch":  # by position: the first rows, whichever samples were taken
+        val["train_noise"] = torch.as_tensor(a["train_noise"][: len(train)].astype(np.float64))
     if parts[0].dim() == 4:
         return Data(*parts, loss, "real", **val)
     n, m = parts[0].shape[1], parts[1].shape[1]

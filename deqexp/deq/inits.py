@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.streams import authors_generator, conv_random_filters, dense_layer_weights
 from ..theory.filters import multichannel_filters
 from ..theory.kernels import Kernel, SquaredExponential
 from . import operators
@@ -159,10 +160,26 @@ def conv_member(spec: InitSpec, channels: int, kernel_size: int, image_size: tup
     return out
 
 
+def authors_draws(model: DenseDEQ | ConvDEQ, spec: InitSpec, seed: int) -> dict[str, Tensor]:
+    """``trainer.rng=authors``: the weights that the authors' script draws for this init from
+    torch's stream after ``manual_seed(seed)`` (:mod:`deqexp.data.streams`); they replace the
+    same weights drawn from deqexp's generator (the kGLM's are not random)."""
+    gen = authors_generator(seed)
+    if isinstance(model, ConvDEQ):
+        if spec.name != "random":
+            return {}
+        w = conv_random_filters(gen, tuple(model.W.shape[1:]), spec.scale / spec.random_divisor)
+        return {**w, "V": w["W"], "Q": w["U"]}
+    drawn = dense_layer_weights(gen, spec.name, model.U.shape[2], model.width, model.V.shape[1])
+    return {"naive": {"V": drawn["V"]}, "random": drawn}.get(spec.name, {})
+
+
 def initialise(model: DenseDEQ | ConvDEQ, specs: list[InitSpec], seeds: list[int], *,
                kernel: Kernel | None = None, x_in: Tensor | None = None,
-               x_out: Tensor | None = None, image_size: tuple[int, int] | None = None) -> None:
-    """Set every member's parameters from its spec and seed; freezes Q where asked."""
+               x_out: Tensor | None = None, image_size: tuple[int, int] | None = None,
+               rng: str = "deqexp") -> None:
+    """Set every member's parameters from its spec and seed (``rng="authors"``: its random
+    weights from the authors' stream); freezes Q where asked."""
     if len(specs) != model.ensemble or len(seeds) != model.ensemble:
         raise ValueError(f"need {model.ensemble} init specs and seeds, got {len(specs)}, {len(seeds)}")
     with torch.no_grad():
@@ -173,6 +190,8 @@ def initialise(model: DenseDEQ | ConvDEQ, specs: list[InitSpec], seeds: list[int
                                       model.padding, gen, norm_method=model.norm_method, seed=seed)
             else:
                 weights = dense_member(spec, kernel, x_in, x_out, model.width, gen)
+            if rng == "authors":
+                weights.update(authors_draws(model, spec, seed))
             for name, value in weights.items():
                 model.set_member(e, name, value)
     frozen_q = q_frozen(specs)

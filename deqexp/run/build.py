@@ -19,6 +19,7 @@ from ..deq.spectral import Spectral
 from ..theory.families import get_family
 from ..theory.filters import grid_locations
 from ..theory.kernels import build_kernel
+from .batching import take
 from .schemas import ConfigError
 
 Tensor = torch.Tensor
@@ -100,6 +101,7 @@ class JobData:
     meta: Data           # the first seed's data set (loss, locations, classes)
     val_x: Tensor | None = None  # the validation split (dataset.val_fraction, or the file's own)
     val_y: Tensor | None = None
+    train_noise: Tensor | None = None  # dataset.noise_pairing=batch: noise rows by batch position
     _whole: dict = field(default_factory=dict, repr=False)  # whole splits per member, built once
 
     def member_view(self, x: Tensor) -> Tensor:
@@ -124,8 +126,9 @@ def _flatten_images(d: Data) -> Data:
     flat = lambda t: t.reshape(len(t), -1)  # noqa: E731
     loc = grid_locations(h, w)
     val = (None, None) if d.val_input is None else (flat(d.val_input), flat(d.val_target))
+    noise = None if d.train_noise is None else flat(d.train_noise)
     return Data(flat(d.train_input), flat(d.train_target), flat(d.test_input), flat(d.test_target),
-                d.loss, d.support, loc, loc, 0, *val)
+                d.loss, d.support, loc, loc, 0, *val, noise)
 
 
 SPLITS = ("train_input", "train_target", "test_input", "test_target", "val_input", "val_target")
@@ -193,35 +196,9 @@ def load_job_data(cfg, members: list[Member], device, dtype) -> JobData:
     stack = lambda key: torch.stack([getattr(d, key) for d in sets]).to(device, dtype)  # noqa: E731
     index = torch.tensor([seeds.index(m.seed) for m in members], device=device)
     val = (stack("val_input"), stack("val_target")) if sets[0].val_input is not None else (None, None)
+    noise = stack("train_noise") if sets[0].train_noise is not None else None
     return JobData(stack("train_input"), stack("train_target"), stack("test_input"),
-                   stack("test_target"), index, seeds, sets[0].to(device, dtype), *val)
-
-
-def batches(n: int, batch_size: int, gens: list[torch.Generator] | None):
-    """Index tensors ``(S, B)``: one permutation per seed (None: in order, for evaluation).
-
-    A single full batch is yielded as None (the whole split, no gather): the loss is a mean,
-    so the order of its samples does not matter.
-    """
-    bs = batch_size or n
-    if bs >= n:
-        yield None
-        return
-    if gens is None:
-        order = torch.arange(n)[None]
-    else:
-        order = torch.stack([torch.randperm(n, generator=g) for g in gens])
-    for start in range(0, n, bs):
-        yield order[:, start : start + bs]
-
-
-def take(x: Tensor, idx: Tensor | None) -> Tensor:
-    """Rows ``idx[s]`` of ``x[s]`` for each seed s (all of ``x`` for None)."""
-    if idx is None:
-        return x
-    if idx.shape[0] == 1 and x.shape[0] > 1:
-        idx = idx.expand(x.shape[0], -1)
-    return torch.stack([x[s, idx[s].to(x.device)] for s in range(x.shape[0])])
+                   stack("test_target"), index, seeds, sets[0].to(device, dtype), *val, noise)
 
 
 # --------------------------------------------------------------------------- model
@@ -237,7 +214,7 @@ def build_model(cfg, job: JobData, members: list[Member], device, dtype):
                         solver=solver, gradient=gradient, readout=cfg.model.readout,
                         norm_method=cfg.model.norm_method, tie_readout=cfg.model.tie_readout,
                         dtype=torch.float64)
-        initialise(model, specs, seeds, image_size=(h, w))
+        initialise(model, specs, seeds, image_size=(h, w), rng=cfg.trainer.rng)
     else:
         n_in, n_out = meta.x_in.shape[0], meta.x_out.shape[0]
         width = n_in if cfg.model.width is None else cfg.model.width
@@ -245,7 +222,7 @@ def build_model(cfg, job: JobData, members: list[Member], device, dtype):
                          readout=cfg.model.readout, classes=meta.classes or None,
                          recurrence=recurrence_of(cfg), dtype=torch.float64)
         initialise(model, specs, seeds, kernel=kernel_of(cfg), x_in=meta.x_in.double().cpu(),
-                   x_out=meta.x_out.double().cpu())
+                   x_out=meta.x_out.double().cpu(), rng=cfg.trainer.rng)
     model.member_chunk = member_chunk(cfg, job, device)
     return model.to(device=device, dtype=dtype)
 

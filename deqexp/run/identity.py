@@ -38,7 +38,8 @@ ADDED_OPTIONS: dict[str, Any] = {"model.recurrence": "free",
                                  "model.spectral": dataclasses.asdict(SpectralConf()),
                                  "model.monotone": dataclasses.asdict(MonotoneConf()),
                                  "trainer.jac_reg": dataclasses.asdict(JacRegConf()),
-                                 "dataset.val_fraction": 0.0}
+                                 "dataset.val_fraction": 0.0, "dataset.noise_pairing": "sample",
+                                 "trainer.rng": "deqexp"}
 
 DATA_KEYS = ("path", "root")   # dataset keys that name files or folders to read
 MARKER = "COMPLETE"            # written last, holding the fingerprint of the finished run

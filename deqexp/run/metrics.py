@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from ..deq.models import ConvDEQ
 from ..deq.solver_loop import OUTCOMES
 from ..theory.kglm import contraction_factor
-from .build import JobData, Member, batches
+from .batching import batches
+from .build import JobData, Member
 from .schemas import ConfigError
 from .sinks import OUTCOME_COLUMNS
 

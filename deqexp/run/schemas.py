@@ -124,6 +124,9 @@ class TrainerConf:
     dtype: str = "float32"       # float32 | float64
     seed: int = 0                # the member's seed: data, batch order and random init (ensemble:
                                  # trainer.seed .. trainer.seed + ensemble.seeds - 1)
+    rng: str = "deqexp"          # deqexp: a generator per purpose (init, batch order, probes) | authors:
+                                 # the authors' one torch stream per member, so seed s gives their
+                                 # seed s's random init and batch order (E1-E3; data/streams.py)
     threads: int = 0             # torch threads per job (0: the usable cores / parallel jobs)
     eval_train: bool = False     # the training split's loss at every evaluation (always: first, last)
     eval_every: int = 1          # evaluate, log and take operator norms every k epochs (and the last)

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.seeds import BATCH_ORDER, JAC_PROBES
+from ..data.seeds import JAC_PROBES
 from ..deq import jacreg
 from ..deq.freezing import wu_held
-from .build import JobData, Member, batches
+from .batching import OrderStreams, order_streams
+from .build import JobData, Member
 from .checkpoints import LoopState, restore, save_checkpoint, save_model
 from .metrics import (
     FailureWatch,
@@ -56,13 +57,14 @@ class JacobianPenalty:
         return self.weight * model.jacobian_penalty(x, run.forward.z, probes)
 
 
-def train_epoch(model, job: JobData, opt, sched, gens, loss_kind: str, bs: int, alive: Tensor,
-                penalty: JacobianPenalty | None = None):
+def train_epoch(model, job: JobData, opt, sched, streams: OrderStreams, loss_kind: str, bs: int,
+                alive: Tensor, penalty: JacobianPenalty | None = None):
     """One pass over the training split; returns the updated alive mask and backward stats."""
     model.train()
     bwd = Totals()
-    for idx in batches(job.train_x.shape[1], bs, gens):
-        x, y = job.batch(job.train_x, idx), job.batch(job.train_y, idx)
+    paired = job.train_noise is not None
+    for k, idx in enumerate(streams.epoch(job.train_x.shape[1], bs, paired)):
+        x, y = streams.inputs(job, k, idx, bs), streams.gather(job, job.train_y, idx)
         run = model.run(x)
         losses = member_loss(loss_kind, run.out, y)
         extra = penalty(model, job, x, run) if penalty is not None else None
@@ -97,10 +99,14 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
     opt, sched = make_optimizer(cfg, model, math.ceil(n_train / (bs or n_train)))
     penalty = JacobianPenalty(cfg, job.seeds)
     # the batch orders' generators, then the penalty's probes' (checkpointed together)
-    gens = [torch.Generator().manual_seed(s + BATCH_ORDER) for s in job.seeds]
-    all_gens = gens + penalty.gens
+    authors = cfg.trainer.rng == "authors" and cfg.model.kind == "conv"  # E1 is full batch: no order
+    streams = order_streams("authors" if authors else "deqexp", job, members,
+                            tuple(model.W.shape[1:]) if authors else None)
+    all_gens = streams.gens + penalty.gens
     state = LoopState.start(model, torch.ones(len(members), dtype=torch.bool, device=device))
-    if resume is not None:
+    if resume is None:
+        streams.start(n_train)
+    else:
         state = restore(resume, model, opt, sched, all_gens, device)
     penalty.step = state.epoch * math.ceil(n_train / (bs or n_train))  # its phase, on resume too
     naive = wu_held([m.spec for m in members])
@@ -143,8 +149,8 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
                 model.unfreeze("W")
                 model.unfreeze("U")
             t0 = time.perf_counter()
-            state.alive, bwd = train_epoch(model, job, opt, sched, gens, loss_kind, bs, state.alive,
-                                           penalty)
+            state.alive, bwd = train_epoch(model, job, opt, sched, streams, loss_kind, bs,
+                                           state.alive, penalty)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             state.epoch = epoch

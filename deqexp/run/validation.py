@@ -147,6 +147,7 @@ def validate(cfg) -> None:
         raise ConfigError("init.freeze_q=true fixes Q at 0, but model.tie_readout=true makes Q the "
                           "input filters U; set one of them to false")
     stabilisers(cfg)
+    authors_rng(cfg)
     _choice("model.norm_method", cfg.model.norm_method, ("exact", "dft", "bound"))
     _choice("model.kind", cfg.model.kind, ("dense", "conv"))
     _choice("model.readout", cfg.model.readout, ("natural", "mean"))
@@ -159,6 +160,51 @@ def validate(cfg) -> None:
                           "choose auto, cpu, cuda or cuda:N")
     if cfg.logger.wandb.mode is not None:
         _choice("logger.wandb.mode", cfg.logger.wandb.mode, ("offline", "online", "disabled"))
+
+
+def _random_scaled(cfg) -> bool | None:
+    """Whether the random init's members have a scale (None: no random member)."""
+    inits = list(cfg.trainer.ensemble.inits) or [cfg.init.name]
+    if "random" not in inits:
+        return None
+    if len(cfg.trainer.ensemble.scales):
+        return True
+    return cfg.init.scale is not None and cfg.init.name == "random"
+
+
+def authors_rng(cfg) -> None:
+    """``trainer.rng=authors`` replays the draws of the authors' scripts (E1: dense, full batch;
+    E2/E3: conv with the tied readout); refuse what those scripts never ran."""
+    _choice("trainer.rng", cfg.trainer.rng, ("deqexp", "authors"))
+    if cfg.trainer.rng != "authors":
+        return
+    inits = set(cfg.trainer.ensemble.inits) or {cfg.init.name}
+    scaled = _random_scaled(cfg)
+    why = None
+    if cfg.model.kind == "conv":
+        if not cfg.model.tie_readout:
+            why = "their E2/E3 model's readout is the layer: set model.tie_readout=true"
+        elif "naive" in inits:
+            why = "their E2/E3 scripts have no naive init: drop it from the inits"
+        elif scaled is False:
+            why = ("their conv random init is N(0, (s/19)^2) at a sweep scale s: set "
+                   "trainer.ensemble.scales (or init.scale)")
+        elif "kglm" in inits and cfg.init.lengthscale_rng != "numpy":
+            why = "their length-scales are numpy's draws: set init.lengthscale_rng=numpy"
+    elif cfg.dataset.name not in ("smooth", "arrays"):
+        why = f"their dense script (E1) regresses sequences, not dataset={cfg.dataset.name}"
+    elif cfg.trainer.batch_size:
+        why = "their E1 loop trains on the full batch: set trainer.batch_size=0"
+    elif cfg.model.recurrence != "free" or cfg.model.width is not None:
+        why = "their E1 layer is a free W as wide as the input: leave model.recurrence and model.width"
+    elif scaled:
+        why = "their E1 random init is the layer's default, without a scale: leave the scales unset"
+    elif not inits & {"naive", "random"}:
+        raise ConfigError("trainer.rng=authors would change nothing here: the kglm init draws "
+                          "nothing and the full batch has no order; remove it")
+    if why:
+        raise ConfigError(f"trainer.rng=authors has no authors' stream here: {why}, or use "
+                          "trainer.rng=deqexp")
 
 
 RECURRENCES = ("free", "spectral", "monotone")
