@@ -66,7 +66,8 @@ def authors_member(init, scale, data, cfg) -> list[float]:
     train = DataLoader(TensorDataset(data["train_target"]), batch_size=BATCH, shuffle=True)
     test = DataLoader(TensorDataset(data["test_target"]), batch_size=BATCH, shuffle=False)
     opt = torch.optim.Adam([w, u], lr=cfg.optim.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, (EPOCHS + 1) * len(train), eta_min=cfg.optim.eta_min)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, (EPOCHS + 1) * len(train),
+                                                       eta_min=cfg.optim.eta_min)
 
     def epoch(loader, noise, train_it=False):
         total = 0.0
@@ -136,3 +137,89 @@ def test_each_planted_difference_breaks_the_agreement(tmp_path, monkeypatch, tar
         monkeypatch.setattr("deqexp.run.batching.conv_random_filters", plant)
     metrics, cfg = _deqexp(tmp_path, tmp_path / "patches.npz")
     assert _mismatches(metrics, cfg, data)
+
+
+def test_e1_authors_draws_are_their_default_layers_built_in_their_order():
+    from deqexp.run.build import build_model, load_job_data, members_from_config
+
+    cfg = compose_config("experiment=paper/e1_quick", "trainer.rng=authors", "trainer.ensemble.seeds=1",
+                         f"trainer.seed={SEED}", "dataset.n_train=8", "dataset.n_test=4")
+    members = members_from_config(cfg)
+    job = load_job_data(cfg, members, torch.device("cpu"), torch.float64)
+    model = build_model(cfg, job, members, torch.device("cpu"), torch.float64)
+    n = cfg.dataset.length
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)  # their script: one layer per init, kglm, naive, random
+        built = [[torch.nn.Linear(n, n, bias=b, dtype=torch.float32) for b in (False, True, True, False)]
+                 for _ in range(3)]
+    expect = {"naive": {"V": built[1][2]}, "random": dict(zip("WUV", built[2][:3]))}
+    for m in members:
+        for name, layer in expect.get(m.spec.name, {}).items():
+            got = getattr(model, name)[m.index].detach()
+            assert torch.equal(got, layer.weight.detach().double()), (m.spec.name, name)
+    assert [m.spec.name for m in members] == ["kglm", "naive", "random"]
+
+
+def test_a_grid_that_lists_a_scale_twice_trains_it_once_and_the_report_shows_both_places():
+    from deqexp.paper.claims import sweep_convergence
+    from deqexp.run.build import members_from_config
+
+    grid = [0.5, 1.0, 2.0, 1.0]
+    cfg = compose_config("experiment=paper/e2_quick", f"trainer.ensemble.scales={grid}")
+    members = members_from_config(cfg)
+    assert [(m.spec.name, m.spec.scale) for m in members] == [
+        (i, s) for i in ("kglm", "random") for s in (0.5, 1.0, 2.0)]
+    df = pd.DataFrame([{"init": m.spec.name, "scale": m.spec.scale, "seed": 0, "epoch": 1, "status": "ok",
+                        "converged_frac": 1.0, "fwd_residual": 0.0, "fwd_iters_mean": 3.0} for m in members])
+    table = sweep_convergence(df, grid)
+    assert list(table[table.init == "kglm"].grid_index) == ["0", "1, 3", "2"]
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["experiment=paper/e2_quick", "model.tie_readout=false"], "model.tie_readout=true"),
+    (["experiment=paper/e2_quick", "trainer.ensemble.inits=[kglm,naive]"], "no naive init"),
+    (["experiment=paper/e2_quick", "init.lengthscale_rng=torch"], "init.lengthscale_rng=numpy"),
+    (["experiment=paper/e2_quick", "trainer.ensemble.scales=[]", "trainer.ensemble.inits=[random]"],
+     "set trainer.ensemble.scales"),
+    (["experiment=paper/e1_quick", "trainer.rng=authors", "trainer.batch_size=10"], "full batch"),
+    (["experiment=paper/e1_quick", "trainer.rng=authors", "trainer.ensemble.inits=[kglm]"],
+     "would change nothing"),
+    (["experiment=paper/e6_quick", "trainer.rng=authors"], "not dataset=copy_memory"),
+    (["trainer.rng=numpy"], "choose one of"),
+])
+def test_authors_rng_is_refused_where_their_scripts_never_ran(overrides, says):
+    from deqexp.run.schemas import ConfigError
+    from deqexp.run.validation import validate
+
+    with pytest.raises(ConfigError, match="trainer.rng") as err:
+        validate(compose_config(*overrides))
+    assert says in str(err.value)
+
+
+def test_batch_pairing_draws_the_same_noise_and_is_refused_without_additive_noise(tmp_path):
+    from deqexp.data import DataError, load_dataset
+
+    opts = {"n_train": 6, "n_test": 3, "patch": 16}
+    sample = load_dataset("images", 4, **opts)
+    batch = load_dataset("images", 4, noise_pairing="batch", **opts)
+    for split in ("train_input", "train_target", "test_input", "test_target"):
+        assert torch.equal(getattr(sample, split), getattr(batch, split)), split
+    assert torch.equal((batch.train_target + batch.train_noise).clamp(0, 1), batch.train_input)
+    with pytest.raises(DataError, match="dataset.corruption=noise"):
+        load_dataset("images", 4, noise_pairing="batch", corruption="blur", **opts)
+    clean = np.zeros((4, 1, 3, 3))
+    cases = [({"train_noise": clean, "test_noise": clean}, "none", "set dataset.corruption=noise"),
+             ({"train_noise": clean}, "noise", "not both"),
+             ({"train_noise": clean[:, :, :2], "test_noise": clean}, "noise", "shapes must agree")]
+    for extra, corruption, says in cases:
+        np.savez(tmp_path / "f.npz", train_target=clean, test_target=clean, **extra)
+        with pytest.raises(DataError, match=says):
+            load_dataset("arrays", 0, path=str(tmp_path / "f.npz"), corruption=corruption)
+
+
+def test_the_report_says_which_stream_the_runs_drew_from():
+    from deqexp.paper.report import streams_note
+
+    authors = streams_note({"trainer": {"rng": "authors"}, "dataset": {"noise_pairing": "batch"}})
+    assert "the authors'" in authors and "batch position" in authors
+    assert "deqexp's own" in streams_note({"trainer": {"rng": "deqexp"}, "dataset": {"noise_pairing": "sample"}})

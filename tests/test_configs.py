@@ -69,6 +69,11 @@ def _intended(key, old, new, old_all, new_all, preset) -> bool:
         return old is True and new is False and (preset == "default" or analysis)
     if key == "trainer.jac_samples":  # issue 11: a diagnostic column; training is unchanged
         return old == "<absent>" and new == 8
+    if key in ("trainer.rng", "dataset.noise_pairing"):  # issue 30: the authors' stream, in E2/E3
+        e2, e3 = preset.startswith("paper/e2"), preset.startswith("paper/e3")
+        want = {"trainer.rng": "authors" if e2 or e3 else "deqexp",
+                "dataset.noise_pairing": "batch" if e2 else "sample"}[key]
+        return old == "<absent>" and new == want
     if key in ISSUE18:  # the stabilisers (and issue 26's val_fraction): absent before, off now
         return old == "<absent>" and new == ISSUE18[key]
     if key.startswith("search."):  # issue 27: set only for an Optuna study's trials

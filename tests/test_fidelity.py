@@ -221,6 +221,7 @@ def test_e2_preset_matches_the_authors_loop(tmp_path, preset):
     epochs, batch = 2, 10
     cfg, members, init, job, metrics = _deqexp_run(tmp_path, [
         f"experiment=paper/{preset}", "dataset.n_train=20", "dataset.n_test=10", "trainer.seed=3",
+        "trainer.rng=deqexp", "dataset.noise_pairing=sample",  # deqexp's streams (test_authors_rng: theirs)
         f"trainer.epochs={epochs}", "trainer.ensemble.scales=[0.5,1.5]"])  # 1.5: the iteration cap binds
     assert sorted(init) == ["U", "W"]  # 450 trainable values per member at 3 channels, as theirs
     fwd = cfg.solver.forward
@@ -260,6 +261,7 @@ def test_e2_epoch0_test_loss_on_your_patches_is_the_authors(tmp_path):
     seed = 11
     metrics = _deqexp_run(tmp_path, [
         "experiment=paper/e2_quick", "dataset=arrays", f"dataset.path={path}", "dataset.corruption=none",
+        "dataset.noise_pairing=sample",
         "dataset.n_train=0", "dataset.n_test=0", "trainer.epochs=1", "trainer.ensemble.inits=[kglm]",
         f"trainer.ensemble.scales=[{','.join(map(str, scales))}]", f"trainer.seed={seed}"])[-1]
     x, y = torch.from_numpy(noisy["test"]), torch.from_numpy(clean["test"])

@@ -46,7 +46,7 @@ def _linear(gen: torch.Generator, n_out: int, n_in: int, bias: bool) -> Tensor:
     torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=gen)
     if bias:  # drawn, then replaced by zeros in their layer
         bound = 1 / math.sqrt(n_in)
-        torch.nn.init.uniform_(torch.empty(n_out), -bound, bound, generator=gen)
+        torch.nn.init.uniform_(torch.empty(n_out, dtype=torch.float32), -bound, bound, generator=gen)
     return weight.double()
 
 

@@ -97,6 +97,23 @@ def equilibrium_section(ctx: Context):
     return verdict, text, files, sum(len(ctx.completed(e).runs) for e in variants.values())
 
 
+def first_config(dirs: list[Path]) -> dict:
+    """The resolved config of the first run (its summary.json; {} when unreadable)."""
+    try:
+        return json.loads((dirs[0] / "summary.json").read_text())["config"]
+    except (OSError, KeyError, ValueError, IndexError):
+        return {}
+
+
+def streams_note(config: dict) -> str:
+    """How the runs drew their random numbers, for the reader comparing with the authors'."""
+    authors = config.get("trainer", {}).get("rng") == "authors"
+    batch = config.get("dataset", {}).get("noise_pairing") == "batch"
+    return (" Random stream: " + ("the authors' (trainer.rng=authors: seed s draws their seed s's random "
+                                  "init and batch order)" if authors else "deqexp's own (trainer.rng=deqexp)")
+            + (", noise paired by batch position as theirs." if batch else "."))
+
+
 def sweep_section(exp: str, title: str) -> Section:
     def build(ctx: Context):
         df, dirs = ctx.runs(exp)
@@ -106,9 +123,12 @@ def sweep_section(exp: str, title: str) -> Section:
         figures.sweep_figure(df, ctx.out / f"{exp}_loss_vs_norm.png", title)
         figures.stability_figure(df, ctx.out / f"{exp}_stability.png", f"{title}: solver and stability")
         verdict, text = claims.sweep_claim(table, df)
-        return verdict, text, [ctx.table(table, f"{exp}_sweep"),
-                            ctx.table(claims.sweep_convergence(df), f"{exp}_convergence"),
-                            f"{exp}_loss_vs_norm.png", f"{exp}_stability.png"], len(dirs)
+        config = first_config(dirs)
+        grid = list(config.get("trainer", {}).get("ensemble", {}).get("scales", [])) or None
+        convergence = claims.sweep_convergence(df, grid)
+        return verdict, text + streams_note(config), [
+            ctx.table(table, f"{exp}_sweep"), ctx.table(convergence, f"{exp}_convergence"),
+            f"{exp}_loss_vs_norm.png", f"{exp}_stability.png"], len(dirs)
     return build
 
 

@@ -64,13 +64,14 @@ def recurrence_of(cfg) -> Recurrence:
 
 
 def members_from_config(cfg) -> list[Member]:
-    """The ensemble's members: inits x scales x seeds."""
+    """The ensemble's members: inits x scales x seeds, each distinct (init, scale, seed) once (a
+    grid that lists a scale twice, as the paper's E2 grid does 1.0, trains it once)."""
     base: InitSpec = OmegaConf.to_object(cfg.init)
     ens = cfg.trainer.ensemble
-    inits = list(ens.inits) or [base.name]
+    inits = list(dict.fromkeys(ens.inits)) or [base.name]
     out = []
     for name in inits:
-        scales = list(ens.scales) or [base.scale if name == base.name else DEFAULT_SCALE[name]]
+        scales = list(dict.fromkeys(ens.scales)) or [base.scale if name == base.name else DEFAULT_SCALE[name]]
         for scale in scales:
             for i in range(ens.seeds):
                 out.append(Member(len(out), cfg.trainer.seed + i, replace(base, name=name, scale=scale)))

@@ -70,17 +70,26 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sweep_convergence(df: pd.DataFrame) -> pd.DataFrame:
+def grid_positions(grid: list[float], scale: float) -> str:
+    """Where ``scale`` stands in the configured sweep ``grid`` (0-based; a scale listed twice,
+    as 1.0 in the paper's E2 grid, is trained once and stands at both), e.g. ``"16, 37"``."""
+    return ", ".join(str(i) for i, g in enumerate(grid) if math.isclose(g, scale, rel_tol=1e-12))
+
+
+def sweep_convergence(df: pd.DataFrame, grid: list[float] | None = None) -> pd.DataFrame:
     """Per init and scale at the last epoch: converged fraction, residual, Jacobian norm (when
-    logged), diverged runs."""
+    logged), diverged runs; with the configured ``grid``, each scale's positions in it."""
     df = unique_members(df)
     last = df[df.epoch == df.epoch.max()]
     jac = {"jac_norm": ("jac_norm", "mean")} if has_jacobian(last) else {}
-    return (last.groupby(["init", "scale"])
-                .agg(converged_frac=("converged_frac", "mean"), fwd_residual=("fwd_residual", "mean"),
-                     fwd_iters_mean=("fwd_iters_mean", "mean"), **jac,
-                     diverged=("status", lambda s: int((s != "ok").sum())))
-                .reset_index())
+    out = (last.groupby(["init", "scale"])
+               .agg(converged_frac=("converged_frac", "mean"), fwd_residual=("fwd_residual", "mean"),
+                    fwd_iters_mean=("fwd_iters_mean", "mean"), **jac,
+                    diverged=("status", lambda s: int((s != "ok").sum())))
+               .reset_index())
+    if grid:
+        out.insert(2, "grid_index", [grid_positions(grid, s) for s in out.scale])
+    return out
 
 
 def sweep_claim(table: pd.DataFrame, df: pd.DataFrame) -> Verdict:
