@@ -134,8 +134,9 @@ def describe_summary(summary: dict, run_dir: Path | str) -> str:
         ok = all(v is not None and math.isfinite(v) for v in (first, last)) and min(first, last) > 0
         ratio = "vs" if not ok else (f"{first / last:.2f}x lower than" if last <= first
                                      else f"{last / first:.2f}x higher than")
-        label = f"member {m['member']} ({m['init']}, seed {m['seed']})" if len(summary["members"]) > 1 \
-            else f"{m['init']} init, seed {m['seed']}"
+        scale = "" if m.get("scale") is None else f", scale {m['scale']:.4g}"
+        label = f"member {m['member']} ({m['init']}{scale}, seed {m['seed']})" \
+            if len(summary["members"]) > 1 else f"{m['init']} init, seed {m['seed']}"
         fmt = lambda v: "nan" if v is None else f"{v:.5g}"  # noqa: E731
         lines.append(f"{label}: final test loss {fmt(last)} ({ratio} epoch 0: {fmt(first)}), "
                      f"status {m['status']}")
