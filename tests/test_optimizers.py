@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+from deqexp.run.batching import order_streams
 from deqexp.run.build import build_model, load_job_data, members_from_config
 from deqexp.run.folder import RunFolder
 from deqexp.run.optimizers import MemberAdam, make_optimizer
@@ -115,7 +116,7 @@ def test_the_loop_holds_a_member_marked_dead_with_its_moments():
     # the loop must leave its parameters and optimiser state exactly as they were
     cfg, job, model = _built("trainer.ensemble.seeds=2", "trainer.batch_size=8")
     opt, sched = make_optimizer(cfg, model, 2)
-    gens = [torch.Generator().manual_seed(s) for s in job.seeds]
+    gens = order_streams("deqexp", job, None)
     both = torch.tensor([True, True])
     train_epoch(model, job, opt, sched, gens, job.meta.loss, 8, both)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
