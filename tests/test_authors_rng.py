@@ -6,8 +6,8 @@ issue 30), with torch's global generator as theirs: ``torch.manual_seed(seed)`` 
 model keeps the third as W and the fourth as U; real ``DataLoader``s, shuffled for training
 and in order for testing, iterated at epoch 0 (evaluation) and at every epoch after; the noise
 array indexed by batch position. deqexp must give its test loss at every epoch (to 1e-8 with
-both in float64; to float32 rounding in their float32); and planting any one of the three wrong (which fills, the
-loaders' draws, the pairing) must break the agreement.
+both in float64; to float32 rounding in their float32); and planting any one of the three
+wrong (which fills, the loaders' draws, the pairing) must break the agreement.
 """
 import math
 
