@@ -228,3 +228,27 @@ def test_the_report_says_which_stream_the_runs_drew_from():
     assert "the authors'" in authors and "batch position" in authors
     own = streams_note({"trainer": {"rng": "deqexp"}, "dataset": {"noise_pairing": "sample"}})
     assert "deqexp's own" in own and "batch position" not in own
+
+
+def test_a_resumed_replay_draws_what_an_uninterrupted_one_draws(tmp_path, monkeypatch):
+    # the authors' streams live in the checkpoint: a run stopped after epoch 1 and rerun ends
+    # exactly where one uninterrupted run does (a resume that re-drew epoch 0's or lost the
+    # streams' state would shift every later batch order)
+    from deqexp.run.identity import identify
+    from tests.helpers import train_until_interrupted
+
+    _patches(tmp_path)
+    cfg = compose_config(
+        "experiment=paper/e2_quick", "dataset=arrays", f"dataset.path={tmp_path / 'patches.npz'}",
+        "dataset.corruption=noise", "dataset.n_train=0", "dataset.n_test=0", "trainer.epochs=3",
+        "trainer.checkpoint_every=1", f"trainer.ensemble.scales={SCALES}", "logger=csv",
+        "logger.progress=false", "trainer.dtype=float64", "trainer.jac_samples=0")
+    whole = RunFolder(tmp_path / "whole", *identify(cfg))
+    train_job(cfg, whole)
+    broken = RunFolder(tmp_path / "broken", *identify(cfg))
+    train_until_interrupted(monkeypatch, cfg, broken, 2)
+    monkeypatch.undo()
+    train_job(cfg, broken)
+    a, b = (pd.read_csv(f.path / "metrics.csv") for f in (whole, broken))
+    assert len(a) == len(b) == 4 * 2 * len(SCALES)  # epochs 0..3 x inits x scales
+    assert np.array_equal(a.test_loss.to_numpy(), b.test_loss.to_numpy())
