@@ -380,6 +380,41 @@ def bench_compare(runs: int, epochs: int) -> None:
         None, "target <= 10 s on the 2-core machine (issue 26)")
 
 
+COMMANDS = (["--version"], ["train", "--help"], ["train", "--cfg", "job"], ["status", "sweep"],
+            ["explain", "trainer.rng"])
+
+
+def bench_commands(repeat: int) -> None:
+    """Everyday commands (issue 31: none imports torch, wandb or matplotlib): the shortest wall
+    time of a fresh ``deqexp ...`` process in an empty folder, and its ratio to ``--version``
+    (Python's start-up and the package's import)."""
+    import subprocess
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    def best(argv) -> float:
+        times = []
+        with tempfile.TemporaryDirectory() as tmp:
+            sweep = Path(tmp) / "sweep"  # 3 jobs of E2's quick sweep, one of them started
+            (sweep / "trainer.seed=0").mkdir(parents=True)
+            (sweep / "trainer.seed=0" / "FINGERPRINT").write_text("0" * 16 + "\n")
+            OmegaConf.save({"hydra": {"overrides": {"task": ["experiment=paper/e2_quick"]},
+                                      "sweeper": {"params": {"trainer.seed": "range(0,3)"}}}},
+                           sweep / "multirun.yaml")
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "deqexp.cli", *argv], cwd=tmp,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # status: exit 1
+                times.append(time.perf_counter() - t0)
+        return min(times)
+
+    times = [best(argv) for argv in COMMANDS]
+    for argv, t in zip(COMMANDS, times):
+        add("7 commands", "deqexp " + " ".join(argv), "s (fresh process)", t, t / times[0],
+            "ratio: to deqexp --version")
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -400,7 +435,8 @@ def main() -> int:
                         help="sequences per member in the scaling test (default: 2000 on CPU)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", nargs="+",
-                        choices=["solvers", "adjoint", "textbook", "ensemble", "conv", "runner", "compare"],
+                        choices=["solvers", "adjoint", "textbook", "ensemble", "conv", "runner", "compare",
+                                 "commands"],
                         help="run only these sections")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args()
@@ -424,6 +460,7 @@ def main() -> int:
                                    (1, 4) if args.quick else (1, 100)),
         "runner": lambda: bench_runner(device, args.repeat, args.quick),
         "compare": lambda: bench_compare(50 if args.quick else 1000, 40 if args.quick else 800),
+        "commands": lambda: bench_commands(args.repeat),
     }
     for name, run in sections.items():
         if not args.only or name in args.only:

@@ -16,31 +16,10 @@ from typing import Callable
 
 import torch
 
+from .settings import GRADIENTS, JACOBIAN_POINTS, GradientSettings, SolverSettings  # noqa: F401
 from .solver_loop import SolverResult, concat_results
-from .solvers import SolverSettings
 
 Tensor = torch.Tensor
-GRADIENTS = ("implicit", "unrolled", "onestep")
-JACOBIAN_POINTS = ("solution", "output")
-
-
-@dataclass
-class GradientSettings(SolverSettings):
-    """The gradient method and, for ``implicit``, the adjoint solve's settings."""
-
-    gradient: str = "implicit"        # implicit | unrolled | onestep
-    # where J is taken: at the solve's z* (solution), or at f(z*), the output of the last
-    # application, as the authors' hook did (output); the same at a converged fixed point
-    jacobian_at: str = "solution"
-
-    def check(self, key: str = "solver.backward") -> None:
-        if self.gradient not in GRADIENTS:
-            raise ValueError(f"{key}.gradient={self.gradient!r} is not valid; "
-                             f"choose one of {list(GRADIENTS)}")
-        if self.jacobian_at not in JACOBIAN_POINTS:
-            raise ValueError(f"{key}.jacobian_at={self.jacobian_at!r} is not valid; "
-                             f"choose one of {list(JACOBIAN_POINTS)}")
-        super().check(key)
 
 
 @dataclass

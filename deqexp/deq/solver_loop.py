@@ -8,6 +8,8 @@ from typing import Callable
 
 import torch
 
+from .settings import COUNTINGS, ON_FAILURE, STOP_RULES  # noqa: F401
+
 Tensor = torch.Tensor
 FixedPointMap = Callable[[Tensor], Tensor]
 
@@ -18,7 +20,6 @@ CONVERGED, CAP, STALLED, NONFINITE = range(len(OUTCOMES))
 # (a plateau, a cycle or a slow divergence: more iterations would not help); cap: it was
 # still making progress when the iteration cap stopped it
 STALL_WINDOW, STALL_GAIN = 0.25, 0.9
-ON_FAILURE = ("ignore", "warn", "raise")
 
 
 def outcomes(z: Tensor, residual: Tensor, trace: Tensor, tol: float) -> Tensor:
@@ -70,8 +71,6 @@ def concat_results(results: list[SolverResult]) -> SolverResult:
                         cat("converged"), steps, cat("outcome"))
 
 
-STOP_RULES = ("sample", "member")
-COUNTINGS = ("standard", "authors")
 
 
 def relative_residual(fz: Tensor, z: Tensor, stop: str = "sample", diff: Tensor | None = None,

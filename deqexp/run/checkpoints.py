@@ -14,11 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .folder import atomic_replace
+from .folder import CHECKPOINT, MODEL, atomic_replace  # noqa: F401  (re-exported)
 
 Tensor = torch.Tensor
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
 
 
 def atomic_save(obj, path: Path) -> None:

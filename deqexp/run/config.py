@@ -17,12 +17,9 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from ..data import datasets as data
-from ..deq.gradients import GradientSettings
-from ..deq.inits import DEFAULT_SCALE, INITS, InitSpec
-from ..deq.solvers import LINEAR_ONLY, SOLVERS, SolverSettings
-from ..theory.families import FAMILIES
-from ..theory.kernels import BASE_KERNELS
+from ..data.signatures import registry as datasets
+from ..deq.init_spec import DEFAULT_SCALE, INITS, InitSpec
+from ..deq.settings import LINEAR_ONLY, SOLVER_NAMES, GradientSettings, SolverSettings
 from .identity import folder_name, identify
 from .schemas import (
     Config,
@@ -43,14 +40,17 @@ def registry_options() -> dict[tuple[str, str], Any]:
     one per data set, family, base kernel, solver and init, and each schema's defaults.
     ``conf/<group>/<name>.yaml`` holds the same values for users to read and copy (written by
     ``scripts/write_conf.py``; a test keeps the files equal to these nodes)."""
+    from ..theory.families import FAMILIES  # torch: only when the options are listed
+    from ..theory.kernels import BASE_KERNELS
+
     out: dict[tuple[str, str], Any] = {}
-    for name in data.DATASETS:
+    for name in datasets():
         out["dataset", name] = dataset_schema(name)()
     for name in FAMILIES:
         out["family", name] = FamilyConf(name=name)
     for name in [*BASE_KERNELS, "se*periodic"]:
         out["kernel", name.replace("*", "_x_")] = KernelConf(name=name)
-    for name in [s for s in SOLVERS if s not in LINEAR_ONLY]:  # both solves: the backward one
+    for name in [s for s in SOLVER_NAMES if s not in LINEAR_ONLY]:  # both solves: the backward one
         # must converge too (gmres solves the backward only: solver.backward.name=gmres)
         out["solver", name] = SolverConf(forward=SolverSettings(name=name),
                                          backward=GradientSettings(name=name))
@@ -75,7 +75,7 @@ def register() -> None:
     options themselves are the YAML files under conf/<group>/."""
     cs = ConfigStore.instance()
     cs.store(name="deqexp_schema", node=Config)
-    for name in data.DATASETS:
+    for name in datasets():
         cs.store(name=dataset_schema_name(name), node=dataset_schema(name))
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from .identity import MARKER, OWNER, RESULT_FILES, changed_files, folder_state, owner
 
 FAILED = "FAILED"    # why the last attempt stopped with an error (deqexp status reads it)
+CHECKPOINT = "checkpoint.pt"  # the last checkpoint (deqexp.run.checkpoints writes and reads it)
+MODEL = "model.pt"            # the final and best parameters of a finished run
 DATA_FILES = "DATA_FILES"  # content hashes of the data files the results were made from
 
 

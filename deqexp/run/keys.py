@@ -95,12 +95,12 @@ def keys_of(cls, prefix: str) -> list[Key]:
 
 def dataset_keys() -> list[Key]:
     """Each data set's keys (``dataset.KEY``, for ``dataset=NAME``), meanings from its docstring."""
-    from ..data.datasets import DATASETS
+    from ..data import signatures
     from .schemas import dataset_schema
 
     out = []
-    for name, fn in DATASETS.items():
-        doc = " ".join((inspect.getdoc(fn) or "").split())
+    for name in signatures.registry():
+        doc = " ".join(signatures.description(name).split())
         for f in dataclasses.fields(dataset_schema(name)):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             what = {"name": f"the data set: {doc}", "val_fraction":

@@ -8,17 +8,14 @@ settings are :class:`deqexp.deq.solvers.SolverSettings`.
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
-from ..data import datasets as data
-from ..deq.gradients import GradientSettings
-from ..deq.inits import InitSpec
-from ..deq.solvers import SolverSettings
+from ..data import signatures
+from ..deq.init_spec import InitSpec
+from ..deq.settings import GradientSettings, SolverSettings
 
 TASKS = ("train", "kglm_agreement", "init_timing")
 
@@ -210,28 +207,20 @@ class Config:
 
 
 # --------------------------------------------------------------------------- dataset schemas
-def _field_type(hint):
-    if hint in (int, float, str, bool):
-        return hint
-    if hint in (tuple, list):
-        return List[str]
-    return Optional[str]
+# a data-set option's type from its annotation as written (data/signatures.py)
+FIELD_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple": List[str], "list": List[str]}
 
 
 def dataset_schema(name: str) -> type:
     """A dataclass for data set ``name`` generated from its function's keyword defaults, and
     ``val_fraction`` (every data set: the share of the training split held out for validation,
     :mod:`deqexp.data.splits`; 0: none)."""
-    fn = data.DATASETS[name]
-    hints = typing.get_type_hints(fn)
     fields = [("name", str, field(default=name))]
-    for p in inspect.signature(fn).parameters.values():
-        if p.default is inspect.Parameter.empty or p.kind == p.VAR_KEYWORD:
-            continue
-        default = list(p.default) if isinstance(p.default, tuple) else p.default
-        if p.name == "root":
+    for opt in signatures.options(name):
+        default = list(opt.default) if isinstance(opt.default, tuple) else opt.default
+        if opt.name == "root":
             default = "${paths.data}/" + DATA_FOLDERS[name]
-        fields.append((p.name, _field_type(hints.get(p.name)),
+        fields.append((opt.name, FIELD_TYPES.get(opt.annotation, Optional[str]),
                        field(default_factory=lambda d=default: d) if isinstance(default, list)
                        else field(default=default)))
     fields.append(("val_fraction", float, field(default=0.0)))

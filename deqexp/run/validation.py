@@ -63,13 +63,13 @@ def _unknown_key(path: str, allowed: list[str], extra: str = "") -> ConfigError:
 def untyped_dataset_keys(node) -> None:
     """A data set option written without its schema line (e.g. a user's YAML from scratch) is
     not typed by Hydra: check its keys against the data set's schema here."""
-    from ..data.datasets import DATASETS
+    from ..data.signatures import registry
     from .schemas import dataset_schema
 
     if dataclasses.is_dataclass(OmegaConf.get_type(node)):
         return  # typed: Hydra and unknown_keys refuse unknown keys
     name = node.get("name")
-    _choice("dataset.name", name, DATASETS)
+    _choice("dataset.name", name, registry())
     allowed = sorted(f.name for f in dataclasses.fields(dataset_schema(name)))
     for key in node.keys():
         if key not in allowed:

@@ -26,7 +26,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..run.config import job_fingerprints
-from ..run.folder import FAILED, lock_held
+from ..run.folder import CHECKPOINT, FAILED, lock_held
 from ..run.identity import folder_name, folder_state
 from ..run.messages import shorten
 
@@ -74,7 +74,9 @@ def config_dirs(sweep_dir: Path) -> list[str]:
 
 
 def _checkpoint_epoch(folder: Path) -> int | None:
-    from ..run.checkpoints import CHECKPOINT, read_checkpoint
+    if not (folder / CHECKPOINT).exists():
+        return None
+    from ..run.checkpoints import read_checkpoint  # torch: only where there is a checkpoint
 
     ckpt = read_checkpoint(folder / CHECKPOINT)
     return None if ckpt is None else ckpt["state"].epoch
