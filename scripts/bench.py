@@ -27,7 +27,7 @@ from deqexp.data import skimage_images, smooth  # noqa: E402
 from deqexp.deq.gradients import GradientSettings  # noqa: E402
 from deqexp.deq.inits import InitSpec, initialise  # noqa: E402
 from deqexp.deq.models import ConvDEQ, DenseDEQ  # noqa: E402
-from deqexp.deq.solvers import SolverSettings  # noqa: E402
+from deqexp.deq.settings import SolverSettings  # noqa: E402
 from deqexp.run.build import CPU_GROUP_VALUES  # noqa: E402
 from deqexp.run.config import compose  # noqa: E402
 from deqexp.theory.families import get_family  # noqa: E402

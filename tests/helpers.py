@@ -4,7 +4,7 @@ import torch
 
 from deqexp.deq.inits import InitSpec, initialise
 from deqexp.deq.models import DenseDEQ
-from deqexp.deq.solvers import SolverSettings
+from deqexp.deq.settings import SolverSettings
 from deqexp.theory import kglm
 from deqexp.theory.families import get_family
 

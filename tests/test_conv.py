@@ -5,7 +5,7 @@ import torch
 from deqexp.deq import operators
 from deqexp.deq.inits import InitSpec, initialise
 from deqexp.deq.models import ConvDEQ
-from deqexp.deq.solvers import SolverSettings
+from deqexp.deq.settings import SolverSettings
 from deqexp.theory.families import get_family
 from deqexp.theory.filters import grid_kernel_matrix, multichannel_filters, window_filter
 from deqexp.theory.kernels import build_kernel

@@ -125,7 +125,7 @@ def test_prior_mean_enters_as_the_biases(fname):
     # theta = m + K alpha: the DEQ's fixed point with b = m, and its readout with c = m
     from deqexp.deq.inits import InitSpec, initialise
     from deqexp.deq.models import DenseDEQ
-    from deqexp.deq.solvers import SolverSettings
+    from deqexp.deq.settings import SolverSettings
 
     kernel, fam = KERNELS["se"], get_family(fname)
     k = kernel(X_IN)

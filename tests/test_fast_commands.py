@@ -56,3 +56,10 @@ def test_the_options_read_from_source_are_the_functions_own(name):
         assert eval(o.annotation, vars(typing), {"str": str}) == hints[o.name] or (
             o.annotation.replace(" ", "") in ("str|None",) and hints[o.name] == typing.Optional[str]), o
     assert signatures.description(name) == inspect.getdoc(fn)
+
+
+def test_the_torch_free_solver_names_are_the_registrys():
+    from deqexp.deq.settings import SOLVER_NAMES
+    from deqexp.deq.solvers import SOLVERS
+
+    assert SOLVER_NAMES == tuple(SOLVERS)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from deqexp.data import seeds
-from deqexp.deq.solvers import SolverSettings
+from deqexp.deq.settings import SolverSettings
 from deqexp.run.build import build_model, load_job_data, members_from_config
 from deqexp.run.folder import RunFolder
 from deqexp.run.runner import train_job

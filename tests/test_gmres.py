@@ -6,7 +6,7 @@ import torch
 from deqexp.deq.gradients import GradientSettings
 from deqexp.deq.krylov import gmres
 from deqexp.deq.models import ConvDEQ, DenseDEQ
-from deqexp.deq.solvers import SolverSettings
+from deqexp.deq.settings import SolverSettings
 from deqexp.theory.families import get_family
 
 E, B, D = 2, 3, 10

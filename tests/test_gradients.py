@@ -5,7 +5,7 @@ import torch
 from deqexp.deq.gradients import GradientSettings
 from deqexp.deq.inits import InitSpec, initialise
 from deqexp.deq.models import DenseDEQ
-from deqexp.deq.solvers import SolverSettings
+from deqexp.deq.settings import SolverSettings
 from deqexp.theory.families import get_family
 from deqexp.theory.kernels import build_kernel
 

@@ -15,8 +15,9 @@ from deqexp.deq.gradients import GradientSettings
 from deqexp.deq.inits import InitSpec, initialise
 from deqexp.deq.models import DenseDEQ
 from deqexp.deq.monotone import Monotone, monotone_factors, monotone_weight
+from deqexp.deq.settings import SolverSettings
 from deqexp.deq.solver_loop import CAP, CONVERGED, NONFINITE, OUTCOMES, STALLED, concat_results
-from deqexp.deq.solvers import SolverSettings, forward_iteration
+from deqexp.deq.solvers import forward_iteration
 from deqexp.deq.spectral import Spectral
 from deqexp.run.folder import RunFolder
 from deqexp.run.identity import ADDED_OPTIONS, fingerprint

@@ -8,7 +8,7 @@ from torch.autograd.functional import jacobian
 
 from deqexp.deq import operators
 from deqexp.deq.models import ConvDEQ, DenseDEQ
-from deqexp.deq.solvers import SolverSettings
+from deqexp.deq.settings import SolverSettings
 from deqexp.theory.families import get_family
 
 from .helpers import FAMILY_NAMES, sample_data

@@ -22,8 +22,8 @@ from .diagnostics import Diagnostics
 from .freezing import MemberFreezing
 from .gradients import BackwardStats, GradientSettings, attach
 from .recurrence import Recurrence
+from .settings import LINEAR_ONLY, SolverSettings
 from .solver_loop import SolverResult, concat_results
-from .solvers import LINEAR_ONLY, SolverSettings
 
 Tensor = torch.Tensor
 

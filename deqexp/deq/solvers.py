@@ -1,6 +1,6 @@
 """Fixed-point solvers with one signature: ``solve(f, z0, tol=, max_iter=, ...) -> SolverResult``,
-and :class:`SolverSettings`, the one typed description of a solve (config schema, layers and
-gradient methods all use it).
+and their registry; :class:`deqexp.deq.settings.SolverSettings` is the one typed description of
+a solve (config schema, layers and gradient methods all use it).
 
 ``z`` has a leading ensemble axis and a batch axis, ``(E, B, ...)``; every
 (member, sample) pair stops on its own relative residual
@@ -17,7 +17,6 @@ import torch
 
 from .krylov import gmres, newton
 from .linalg import solve_spd
-from .settings import LINEAR_ONLY, SolverSettings  # noqa: F401  (re-exported: one import for both)
 from .solver_loop import (
     FixedPointMap,
     SolveLoop,

@@ -14,7 +14,7 @@ import torch
 
 from ..deq.inits import InitSpec, initialise
 from ..deq.models import ConvDEQ, DenseDEQ
-from ..deq.solvers import SolverSettings
+from ..deq.settings import SolverSettings
 from ..theory.families import FAMILIES, get_family
 from ..theory.filters import grid_kernel_matrix
 from ..theory.kernels import build_kernel

@@ -10,7 +10,7 @@ import difflib
 from omegaconf import OmegaConf
 
 from ..deq.inits import INITS
-from ..deq.solvers import LINEAR_ONLY
+from ..deq.settings import LINEAR_ONLY
 from ..theory.families import FAMILIES, get_family
 from ..theory.kernels import build_kernel
 from .schemas import TASKS, ConfigError
