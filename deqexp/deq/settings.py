@@ -16,6 +16,12 @@ COUNTINGS = ("standard", "authors")
 ON_FAILURE = ("ignore", "warn", "raise")
 
 
+def one_of(key: str, name: str, value, choices) -> None:
+    """Raise ValueError naming ``key.name`` when ``value`` is not among ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{key}.{name}={value!r} is not valid; choose one of {list(choices)}")
+
+
 @dataclass
 class SolverSettings:
     """How one fixed point is solved: the single description used by the config schema
@@ -50,14 +56,8 @@ class SolverSettings:
             raise ValueError(f"{key}.tol={self.tol} is not valid; it must be > 0")
         if self.max_iter < 1:
             raise ValueError(f"{key}.max_iter={self.max_iter} is not valid; it must be >= 1")
-        if self.stop not in STOP_RULES:
-            raise ValueError(f"{key}.stop={self.stop!r} is not valid; choose one of {list(STOP_RULES)}")
-        if self.counting not in COUNTINGS:
-            raise ValueError(f"{key}.counting={self.counting!r} is not valid; "
-                             f"choose one of {list(COUNTINGS)}")
-        if self.on_failure not in ON_FAILURE:
-            raise ValueError(f"{key}.on_failure={self.on_failure!r} is not valid; "
-                             f"choose one of {list(ON_FAILURE)}")
+        for name, choices in (("stop", STOP_RULES), ("counting", COUNTINGS), ("on_failure", ON_FAILURE)):
+            one_of(key, name, getattr(self, name), choices)
         if self.residual_eps < 0:
             raise ValueError(f"{key}.residual_eps={self.residual_eps} must be >= 0")
         if self.check_every is not None and self.check_every < 1:
@@ -105,10 +105,6 @@ class GradientSettings(SolverSettings):
     jacobian_at: str = "solution"
 
     def check(self, key: str = "solver.backward") -> None:
-        if self.gradient not in GRADIENTS:
-            raise ValueError(f"{key}.gradient={self.gradient!r} is not valid; "
-                             f"choose one of {list(GRADIENTS)}")
-        if self.jacobian_at not in JACOBIAN_POINTS:
-            raise ValueError(f"{key}.jacobian_at={self.jacobian_at!r} is not valid; "
-                             f"choose one of {list(JACOBIAN_POINTS)}")
+        one_of(key, "gradient", self.gradient, GRADIENTS)
+        one_of(key, "jacobian_at", self.jacobian_at, JACOBIAN_POINTS)
         super().check(key)
