@@ -2,7 +2,7 @@
 
 One source of truth: the schemas and their defaults live here (the ``dataset`` schemas are
 generated from the data-set functions' signatures, the solver settings are
-:class:`deqexp.deq.solvers.SolverSettings`), and the registries (families, kernels, solvers,
+:class:`deqexp.deq.settings.SolverSettings`), and the registries (families, kernels, solvers,
 inits, data sets) give one option per entry (:func:`registry_options`). Every option of
 every group is a YAML file under ``conf/<group>/`` that a user can read and copy (into their
 own ``--config-dir``); the schema types each group, so a misspelt key in any of them is an

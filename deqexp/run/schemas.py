@@ -3,7 +3,7 @@
 Each key's type, default and meaning are written here once; ``conf/<group>/*.yaml`` and the
 ConfigStore are generated from them (:mod:`deqexp.run.config`). The ``dataset`` schemas are
 generated from the data-set functions' signatures (:func:`dataset_schema`), and the solver
-settings are :class:`deqexp.deq.solvers.SolverSettings`.
+settings are :class:`deqexp.deq.settings.SolverSettings`.
 """
 from __future__ import annotations
 
