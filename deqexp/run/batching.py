@@ -50,7 +50,7 @@ class OrderStreams:
 
     gens: list[torch.Generator]
     rows: list[int]
-    index: Tensor
+    index: Tensor        # on the data's device: gathered with every batch
     authors: bool = False
 
     def start(self, n: int) -> None:
@@ -77,7 +77,7 @@ class OrderStreams:
         if idx is None:
             return job.batch(x, None)
         got = take(x, idx, self.rows)
-        return got if got.shape[0] == 1 else got.index_select(0, self.index.to(got.device))
+        return got if got.shape[0] == 1 else got.index_select(0, self.index)
 
     def inputs(self, job, k: int, idx: Tensor | None, batch_size: int) -> Tensor:
         """The inputs of the epoch's ``k``-th training batch: the split's own, or, with the
@@ -96,7 +96,7 @@ def order_streams(rng: str, job, members, filter_shape: tuple | None = None) -> 
     filters, ``(C, C, k, k)``)."""
     if rng != "authors":
         gens = [torch.Generator().manual_seed(s + BATCH_ORDER) for s in job.seeds]
-        return OrderStreams(gens, list(range(len(job.seeds))), job.seed_index.cpu())
+        return OrderStreams(gens, list(range(len(job.seeds))), job.seed_index)
     keys = list(dict.fromkeys((m.seed, m.spec.name) for m in members))
     gens = []
     for seed, init in keys:
@@ -104,5 +104,5 @@ def order_streams(rng: str, job, members, filter_shape: tuple | None = None) -> 
         if init == "random" and filter_shape is not None:
             conv_random_filters(gen, filter_shape, 1.0)  # the same draws at every scale
         gens.append(gen)
-    index = torch.tensor([keys.index((m.seed, m.spec.name)) for m in members])
+    index = torch.tensor([keys.index((m.seed, m.spec.name)) for m in members], device=job.seed_index.device)
     return OrderStreams(gens, [job.seeds.index(s) for s, _ in keys], index, authors=True)

@@ -162,24 +162,18 @@ def validate(cfg) -> None:
         _choice("logger.wandb.mode", cfg.logger.wandb.mode, ("offline", "online", "disabled"))
 
 
-def _random_scaled(cfg) -> bool | None:
-    """Whether the random init's members have a scale (None: no random member)."""
-    inits = list(cfg.trainer.ensemble.inits) or [cfg.init.name]
-    if "random" not in inits:
-        return None
-    if len(cfg.trainer.ensemble.scales):
-        return True
-    return cfg.init.scale is not None and cfg.init.name == "random"
-
-
 def authors_rng(cfg) -> None:
     """``trainer.rng=authors`` replays the draws of the authors' scripts (E1: dense, full batch;
     E2/E3: conv with the tied readout); refuse what those scripts never ran."""
     _choice("trainer.rng", cfg.trainer.rng, ("deqexp", "authors"))
     if cfg.trainer.rng != "authors":
         return
-    inits = set(cfg.trainer.ensemble.inits) or {cfg.init.name}
-    scaled = _random_scaled(cfg)
+    from .build import members_from_config  # the members' own scales, not a second rule for them
+
+    members = members_from_config(cfg)
+    inits = {m.spec.name for m in members}
+    random_scales = [m.spec.scale is not None for m in members if m.spec.name == "random"]
+    scaled = all(random_scales) if random_scales else None
     why = None
     if cfg.model.kind == "conv":
         if not cfg.model.tie_readout:
