@@ -14,7 +14,7 @@ from deqexp import cli
 from deqexp.deq import operators
 from deqexp.deq.solvers import forward_iteration
 from deqexp.run.config import compose
-from deqexp.run.folder import RunFolder
+from deqexp.run.folder import MetricsLost, RunFolder
 from deqexp.run.identity import fingerprint
 from deqexp.run.identity import folder_name as _dirname
 from deqexp.run.runner import _parallel_jobs, job_threads, train_job, usable_cores
@@ -101,6 +101,33 @@ def test_resume_cuts_the_rows_logged_after_the_checkpoint(tmp_path, monkeypatch)
     assert np.allclose(got[NUMBERS], want[NUMBERS], rtol=1e-12, atol=1e-14, equal_nan=True)
 
 
+@pytest.mark.parametrize("damage, eval_every, refused", [
+    ("delete", 1, "is missing"), ("to epoch 2", 1, "ends at epoch 2"), ("header only", 1, "holds no epochs"),
+    ("to epoch 2", 2, None),  # eval_every=2: epoch 2 is the last evaluated before the checkpoint at 3
+])
+def test_a_checkpoint_without_its_metrics_is_not_resumed_silently(tmp_path, monkeypatch, damage,
+                                                                   eval_every, refused):
+    cfg = compose_config(*SMALL, "trainer.epochs=6", "trainer.checkpoint_every=3", "trainer.batch_size=8",
+                         f"trainer.eval_every={eval_every}")
+    folder = RunFolder(tmp_path, fingerprint(cfg))
+    train_until_interrupted(monkeypatch, cfg, folder, 4)  # checkpoint at epoch 3
+    metrics = tmp_path / "metrics.csv"
+    lines = metrics.read_text().splitlines()
+    if damage == "delete":
+        metrics.unlink()
+    else:
+        keep = 0 if damage == "header only" else sum(1 for ln in lines[1:] if int(ln.split(",")[4]) <= 2)
+        metrics.write_text("\n".join(lines[:1 + keep]) + "\n")
+    if refused is None:
+        train_job(cfg, folder)
+        assert list(pd.read_csv(metrics).epoch) == [0, 2, 4, 6]
+        return
+    with pytest.raises(MetricsLost, match=f"metrics.csv {refused} but the checkpoint beside it is at "
+                                          "epoch 3.*force=true"):
+        train_job(cfg, folder)
+    assert not (tmp_path / "COMPLETE").exists()
+
+
 def test_each_seed_of_an_ensemble_has_its_own_batch_order(tmp_path):
     run = [*SMALL, "trainer.epochs=2", "trainer.batch_size=16"]
     together = tmp_path / "together"
@@ -147,7 +174,8 @@ def test_wandb_gets_the_csv_numbers_exactly(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- threads
-def test_joblibs_jobs_share_the_cores():
+def test_joblibs_jobs_share_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # set under pytest-xdist (conftest)
     assert _parallel_jobs(OmegaConf.create({"launcher": {"n_jobs": 4}})) == 4
     assert _parallel_jobs(OmegaConf.create({"launcher": {"n_jobs": -1}})) == usable_cores()
     assert _parallel_jobs(OmegaConf.create({"launcher": {"partition": "cpu"}})) == 1

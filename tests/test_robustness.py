@@ -135,11 +135,11 @@ def _cifar_dir(tmp_path, content: bytes):
 
 
 @pytest.mark.parametrize("content", [
-    os.urandom(300),
+    np.random.default_rng(0).bytes(300),  # seeded: pytest-xdist's workers collect the same test
     pickle.dumps({b"data": np.zeros((2, 3072), np.uint8)})[:-20],
     pickle.dumps({b"labels": [1, 2]}),
     pickle.dumps({b"data": np.zeros((2, 100), np.uint8)}),
-])
+], ids=["random bytes", "cut short", "no data", "wrong row size"])
 def test_corrupt_cifar_batches_name_the_file(tmp_path, content):
     with pytest.raises(DataError, match="data_batch_1"):
         read_cifar10(_cifar_dir(tmp_path, content))
@@ -305,12 +305,15 @@ def test_plain_progress_lines_carry_the_job_name(capsys):
 
 
 # 10. threads ------------------------------------------------------------------------------
-def test_parallel_jobs_share_the_cores():
+def test_parallel_jobs_share_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # set under pytest-xdist (conftest)
     cfg = compose_config()
     cores = len(os.sched_getaffinity(0))
     assert job_threads(cfg, 1) == cores
     assert job_threads(cfg, cores) == 1 and job_threads(cfg, 2 * cores) == 1
     assert job_threads(compose_config("trainer.threads=3"), 8) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # the user's (or a test runner's) cap
+    assert job_threads(cfg, 1) == 5 and job_threads(compose_config("trainer.threads=3"), 1) == 3
 
 
 def test_large_dense_norms_by_warm_lanczos_match_the_svd():

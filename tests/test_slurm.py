@@ -229,6 +229,38 @@ def test_cancelled_and_interrupted_jobs_resume_to_the_uninterrupted_metrics(tmp_
     _same_metrics(job0, tmp_path / "reference")
 
 
+# --------------------------------------------------------------------------- an Optuna search on the cluster
+def test_a_search_runs_two_trials_at_a_time_and_a_cancelled_trial_resumes(tmp_path):
+    epochs = epochs_for(20)
+    args = ["train", "-m", "hydra/sweeper=optuna", *BASE, "logger=csv", "dataset.val_fraction=0.25",
+            f"trainer.epochs={epochs}", "trainer.checkpoint_every=100000", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.n_jobs=2", "optim.lr=tag(log,interval(1e-3,1e-2))", f"paths.output={tmp_path}"]
+    sweep = tmp_path / "multirun/paper/e1/smoke"
+    runs = lambda: sorted(p.parent for p in sweep.rglob("metrics.csv"))  # noqa: E731
+
+    # both trials train at once (one array of 2 tasks); task 0 is cancelled mid-run
+    first = _popen(*args, cwd=tmp_path)
+    _wait_for(lambda: len(runs()) == 2 and all(_epoch_reached(r, 20) for r in runs()), 240,
+              "both trials to train")
+    subprocess.run(["scancel", f"{_read_array_id(first)}_0"], check=True)
+    _, err = first.communicate(timeout=240)
+    assert first.returncode == 1, err[-3000:]
+    assert "1 of 2 job(s) did not complete" in err and "CANCELLED" in err, err[-3000:]
+    (cancelled,) = [r for r in runs() if not (r / "COMPLETE").exists()]
+    stopped_at = read_checkpoint(cancelled / CHECKPOINT)["state"].epoch
+
+    # the same command again: the finished trial's job is skipped, the cancelled one resumes
+    again = deqexp(*args, cwd=tmp_path, env=ENV, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    logs = "".join(p.read_text() for p in sweep.rglob("*_log.*"))
+    assert "already complete, skipped" in logs
+    assert f"resuming from the checkpoint at epoch {stopped_at}" in logs
+    trials = pd.read_csv(sweep / "trials.csv")
+    done = trials[trials.state == "COMPLETE"]
+    assert len(done) == 2 and set(done.run_dirs) == {str(r) for r in runs()}
+    assert len(pd.read_csv(cancelled / "metrics.csv")) == 3 * (epochs + 1)  # every epoch, once
+
+
 # --------------------------------------------------------------------------- impossible requests
 @pytest.mark.parametrize("override, key", [
     ("trainer.threads=64", "hydra.launcher.cpus_per_task=64"),

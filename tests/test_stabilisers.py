@@ -84,9 +84,11 @@ def test_metrics_count_every_solve_by_outcome(tmp_path, capsys):
     bwd = later[[f"bwd_n_{o}" for o in OUTCOMES]].sum(1)
     assert (bwd == 32).all()  # full batch: one adjoint solve per training sample per epoch
     assert np.allclose(later.bwd_n_converged / 32, later.bwd_converged_frac)
-    # the default (warn) says it once per run and solve, with the share of samples
+    # the default (warn) says it once per run and solve, with the share of samples, labelled with
+    # the job's name (as its progress lines are: a sweep's jobs can be told apart)
     out = capsys.readouterr().out
     assert out.count("warning:") <= 2 and "did not reach solver.forward.tol" in out
+    assert all(ln.startswith("[default] warning: ") for ln in out.splitlines() if "warning:" in ln)
 
 
 def test_on_failure_raise_stops_the_run_without_a_result(tmp_path):

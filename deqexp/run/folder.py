@@ -30,6 +30,10 @@ class FolderBusy(RuntimeError):
     """The run folder is in use by another process, or holds another configuration's results."""
 
 
+class MetricsLost(RuntimeError):
+    """metrics.csv is missing or ends before the checkpoint: resuming would lose those epochs."""
+
+
 def atomic_replace(path: Path, write) -> None:
     """Create ``path`` by ``write(tmp)`` on a temporary file and a rename: never half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -95,10 +99,11 @@ class RunFolder:
             self._lock = None
 
     def start(self, force: bool = False, config_text: str | None = None,
-              resume_epoch: int | None = None) -> None:
+              resume_epoch: int | None = None, evaluated: int | None = None) -> None:
         """Claim the folder for this configuration: refuse another configuration's results
         (unless ``force``), then forget an earlier result of this one, or, when resuming from
-        a checkpoint at ``resume_epoch``, cut metrics.csv back to it."""
+        a checkpoint at ``resume_epoch``, cut metrics.csv back to it (refused where the file
+        should reach the evaluated epoch ``evaluated`` and does not)."""
         if folder_state(self.path, self.fingerprint) == "stale" and not force:
             changed = self._changed_data()
             what = (f"were made from other contents of {', '.join(changed)} (the file changed since)"
@@ -107,7 +112,7 @@ class RunFolder:
             raise FolderBusy(f"the results in {self.path} {what}; nothing was changed. Replace them "
                              "with force=true, or give this run its own folder with name=...")
         if resume_epoch is not None:
-            self._cut_metrics(resume_epoch)
+            self._cut_metrics(resume_epoch, evaluated)
         for name in (*RESULT_FILES, FAILED):
             if resume_epoch is None or name != "metrics.csv":
                 (self.path / name).unlink(missing_ok=True)
@@ -124,17 +129,26 @@ class RunFolder:
             return []
         return changed_files(before, self.data_files)
 
-    def _cut_metrics(self, epoch: int) -> None:
-        """Keep metrics.csv's rows up to ``epoch`` (a resumed run rewrites the later ones)."""
+    def _cut_metrics(self, epoch: int, evaluated: int | None = None) -> None:
+        """Keep metrics.csv's rows up to ``epoch`` (a resumed run rewrites the later ones);
+        refuse a file that is missing or ends before ``evaluated`` (None: not required)."""
         path = self.path / "metrics.csv"
-        if not path.exists():
+        rows = []
+        if path.exists():
+            with open(path, newline="") as fh:
+                rows = list(csv.reader(fh))
+        col = rows[0].index("epoch") if rows and "epoch" in rows[0] else None
+        kept = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and r[col].isdigit()
+                            and int(r[col]) <= epoch] if col is not None else []
+        last = max((int(r[col]) for r in kept[1:]), default=None)
+        if evaluated is not None and (last is None or last < evaluated):
+            held = "is missing" if not path.exists() else \
+                "holds no epochs" if last is None else f"ends at epoch {last}"
+            raise MetricsLost(f"{path} {held} but the checkpoint beside it is at epoch {epoch}: resuming "
+                              "would lose the epochs in between; restore the file, or start afresh with "
+                              "force=true")
+        if not kept:
             return
-        with open(path, newline="") as fh:
-            rows = list(csv.reader(fh))
-        if not rows:
-            return
-        col = rows[0].index("epoch")
-        kept = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and int(r[col]) <= epoch]
 
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="") as fh:

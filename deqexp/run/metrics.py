@@ -143,9 +143,10 @@ class FailureWatch:
     WHAT = {"fwd": ("forward", "the test split's forward solves"),
             "bwd": ("backward", "the epoch's adjoint (backward) solves")}
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, label: str = ""):
         self.settings = {"fwd": cfg.solver.forward, "bwd": cfg.solver.backward}
         self.warned: set[str] = set()
+        self.prefix = f"[{label}] " if label else ""  # the job's name, as on its progress lines
 
     def check(self, epoch: int, rows: list[dict]) -> None:
         for solve, s in self.settings.items():
@@ -167,11 +168,11 @@ class FailureWatch:
                                     f"solver.{key}.max_iter, use solver=anderson, or set "
                                     f"solver.{key}.on_failure=warn to record it and go on")
             self.warned.add(solve)
-            print(f"warning: {text}. Recorded per epoch in metrics.csv ({solve}_n_*); "
+            print(f"{self.prefix}warning: {text}. Recorded per epoch in metrics.csv ({solve}_n_*); "
                   f"solver.{key}.on_failure=ignore silences this, =raise stops the run", flush=True)
 
 
-def note_contraction(model, job: JobData, members: list[Member]) -> None:
+def note_contraction(model, job: JobData, members: list[Member], label: str = "") -> None:
     """Say once, at the start, which members begin outside THEORY.md section 4's contraction
     region (it may be deliberate: the paper's E1 sits on its border, E2 sweeps across it). Only
     for forward iteration, the one solver that needs the contraction (not Anderson, Broyden or
@@ -182,6 +183,8 @@ def note_contraction(model, job: JobData, members: list[Member]) -> None:
     factors = [contraction_factor(model.family, n) for n in norms]
     outside = [f for f in factors if not f < 1]
     if outside:
-        print(f"note: {len(outside)} of {len(members)} member(s) start outside the contraction region "
-              f"(sup a'' ||W||_2 up to {max(outside):.3g} >= 1, THEORY.md section 4): forward iteration "
-              "may not reach its tolerance there (solver=anderson or broyden usually does)", flush=True)
+        prefix = f"[{label}] " if label else ""
+        print(f"{prefix}note: {len(outside)} of {len(members)} member(s) start outside the contraction "
+              f"region (sup a'' ||W||_2 up to {max(outside):.3g} >= 1, THEORY.md section 4): forward "
+              "iteration may not reach its tolerance there (solver=anderson or broyden usually does)",
+              flush=True)

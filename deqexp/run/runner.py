@@ -27,7 +27,7 @@ from . import trial
 from .build import build_model, load_job_data, members_from_config, resolve_device
 from .checkpoints import CHECKPOINT, load_checkpoint
 from .effects import check_effects
-from .folder import FolderBusy, RunFolder
+from .folder import FolderBusy, MetricsLost, RunFolder
 from .identity import identify
 from .metrics import SolverFailure
 from .schemas import ConfigError
@@ -36,7 +36,8 @@ from .sinks import CsvLog, WandbError, WandbLog, metric_columns
 from .train import fit
 from .validation import check_sweep_axes, validate
 
-USER_ERRORS = (ConfigError, DataError, FamilyDataError, FolderBusy, WandbError, SolverFailure)
+USER_ERRORS = (ConfigError, DataError, FamilyDataError, FolderBusy, MetricsLost, WandbError,
+               SolverFailure)
 
 
 def usable_cores() -> int:
@@ -51,10 +52,14 @@ def usable_cores() -> int:
 
 
 def job_threads(cfg, parallel_jobs: int = 1) -> int:
-    """torch threads for this job: as configured, else the cores shared among the parallel
-    jobs (more threads than cores slows every job several-fold)."""
+    """torch threads for this job: as configured, else ``$OMP_NUM_THREADS`` (a cap the user or
+    a test runner chose), else the cores shared among the parallel jobs (more threads than
+    cores slows every job several-fold)."""
     if cfg.trainer.threads > 0:
         return cfg.trainer.threads
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
     return max(1, usable_cores() // max(1, parallel_jobs))
 
 
@@ -100,15 +105,17 @@ def train_job(cfg, folder: RunFolder, run_name: str = "default", parallel_jobs: 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resume = None if cfg.force else load_checkpoint(folder.path, folder.fingerprint, say=True)
     epoch = resume["state"].epoch if resume else None
-    folder.start(cfg.force, OmegaConf.to_yaml(cfg, resolve=True), resume_epoch=epoch)
+    # the last epoch evaluated before the checkpoint: metrics.csv must reach it
+    evaluated = epoch - epoch % cfg.trainer.eval_every if resume and cfg.logger.csv else None
+    folder.start(cfg.force, OmegaConf.to_yaml(cfg, resolve=True), resume_epoch=epoch, evaluated=evaluated)
     if resume:
         print(f"deqexp: resuming from the checkpoint at epoch {epoch} in {folder.path} "
-              f"(metrics.csv cut back to it; W&B logs to a new run '{run_name}-from-{epoch}')")
-        run_name = f"{run_name}-from-{epoch}"
+              "(metrics.csv cut back to it; W&B continues the folder's run)")
     logs, failed = [], True
     try:
         if cfg.logger.wandb.enabled:
-            logs.append(WandbLog(folder.path, cfg.logger.wandb, resolved, run_name, len(members)))
+            logs.append(WandbLog(folder.path, cfg.logger.wandb, resolved, run_name, len(members),
+                                 resume=resume is not None))
         if cfg.logger.csv:
             logs.append(CsvLog(folder.path / "metrics.csv", metric_columns(job.val_x is not None),
                                append=resume is not None))

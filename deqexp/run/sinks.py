@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -73,10 +74,35 @@ def _has_wandb_key() -> bool:
         return False
 
 
-class WandbLog:
-    """The same per-epoch metrics as the CSV, in a W&B run inside the run's folder."""
+WANDB_ID = "wandb_id"  # the run folder's W&B run id: a resumed run continues that W&B run
 
-    def __init__(self, run_dir: Path, cfg, config_dict: dict, run_name: str, members: int):
+
+def wandb_run_id(run_dir: Path, resume: bool) -> str:
+    """The W&B id of the run in ``run_dir``: the folder's own when resuming, else a new one
+    (written there, so that the next resume finds it)."""
+    path = Path(run_dir) / WANDB_ID
+    if resume and path.exists():
+        held = path.read_text().strip()
+        if held:
+            return held
+    run_id = secrets.token_hex(4)  # W&B's ids: 8 of [a-z0-9]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def wandb_group(config_dict: dict) -> str | None:
+    """Runs group by their Optuna study when they are trials (one W&B group a study), else by
+    the run's ``name``."""
+    return (config_dict.get("search") or {}).get("study") or config_dict.get("name")
+
+
+class WandbLog:
+    """The same per-epoch metrics as the CSV, in a W&B run inside the run's folder. A resumed
+    run continues its W&B run (same id). Where to upload offline runs from is said once, at the
+    end of the run or sweep (:mod:`deqexp.run.callbacks`)."""
+
+    def __init__(self, run_dir: Path, cfg, config_dict: dict, run_name: str, members: int,
+                 resume: bool = False):
         import wandb
 
         mode = wandb_mode(cfg.mode)
@@ -88,8 +114,8 @@ class WandbLog:
         try:
             self.run = wandb.init(
                 project=cfg.project, entity=cfg.entity, dir=str(run_dir), mode=mode,
-                group=config_dict.get("name"), name=run_name, config=config_dict,
-                reinit="finish_previous",
+                group=wandb_group(config_dict), name=run_name, config=config_dict,
+                id=wandb_run_id(run_dir, resume), resume="allow", reinit="finish_previous",
                 # console="off": W&B's copy of the terminal would write into the run folder and, on
                 # a full disk, print a logging error for every line
                 settings=wandb.Settings(quiet=True, init_timeout=60, console="off"),
@@ -115,10 +141,8 @@ class WandbLog:
             self.run.summary[prefix + "status"] = m["status"]
 
     def close(self, failed: bool = False) -> None:
-        run_dir = self.run.dir
         self.wandb.finish(exit_code=1 if failed else 0)
-        if self.offline:
-            print(f"W&B (offline): upload later with: wandb sync {Path(run_dir).parent}")
+
 
 
 def _usable_terminal() -> bool:

@@ -114,7 +114,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         model.freeze("W", naive)
         model.freeze("U", naive)
     progress = Progress(epochs, cfg.logger.progress, label, start=state.epoch)
-    watch = FailureWatch(cfg)
+    watch = FailureWatch(cfg, label)
 
     def record(epoch, bwd, epoch_time, last=False):
         test = evaluate(model, job, job.test_x, job.test_y, loss_kind, bs)
@@ -138,7 +138,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
 
     if resume is None:
         record(0, Totals(), 0.0)
-        note_contraction(model, job, members)
+        note_contraction(model, job, members, label)
     every = cfg.trainer.checkpoint_every
     stop = stop or StopSignals()
     save = lambda: save_checkpoint(folder, fingerprint, state, model, opt, sched, all_gens)  # noqa: E731
