@@ -25,6 +25,7 @@ def main() -> int:
     (build / "lock.in").write_text("\n".join(requirements()) + "\n")
     return subprocess.call([sys.executable, "-m", "piptools", "compile", "--generate-hashes",
                             "--allow-unsafe", "--strip-extras", "--no-header", "--quiet",
+                            "--no-emit-index-url", "--no-emit-find-links",  # this machine's mirrors
                             "--output-file", str(ROOT / "requirements.lock"), str(build / "lock.in")])
 
 

@@ -183,3 +183,30 @@ def test_arrays_taken_as_already_corrupted_or_refused_when_both_are_given(tmp_pa
     np.savez(tmp_path / "seq.npz", **_sequences())
     with pytest.raises(DataError, match="makes the inputs from the clean targets"):
         arrays(0, str(tmp_path / "seq.npz"), corruption="blur")
+
+
+def test_a_relative_data_path_is_stored_resolved_and_the_run_evaluates_from_anywhere(tmp_path, monkeypatch,
+                                                                                      capsys):
+    import json
+
+    from omegaconf import OmegaConf
+
+    from deqexp import cli
+
+    (tmp_path / "here").mkdir()
+    np.savez(tmp_path / "here" / "seq.npz", **_sequences())
+    monkeypatch.chdir(tmp_path / "here")
+    run = tmp_path / "run"
+    cli.main(["train", "dataset=arrays", "dataset.path=seq.npz", "family=gaussian", "kernel=se",
+              "logger=csv", "logger.progress=false", "trainer.epochs=1", f"hydra.run.dir={run}"])
+    absolute = str(tmp_path / "here" / "seq.npz")
+    assert OmegaConf.load(run / "config.yaml").dataset.path == absolute
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["given_paths"] == {"dataset.path": "seq.npz"}
+    assert summary["config"]["dataset"]["path"] == absolute
+    monkeypatch.chdir(tmp_path)  # where seq.npz is not
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        cli.main(["eval", str(run)])
+    assert done.value.code in (0, None), capsys.readouterr()
+    assert (run / "eval.csv").exists()

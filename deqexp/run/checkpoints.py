@@ -8,6 +8,8 @@ file, then a rename), so a kill never leaves half a checkpoint.
 """
 from __future__ import annotations
 
+import errno
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,24 @@ from .folder import CHECKPOINT, MODEL, atomic_replace  # noqa: F401  (re-exporte
 Tensor = torch.Tensor
 
 
+# torch.save reports a failed write (a full disk, a quota) as a RuntimeError from its zip writer
+# ("unexpected pos 576 vs 534"), never as the OSError it was; below this much free space, that
+# is what it was
+FULL_DISK_BYTES = 64 * 2**20
+
+
+def _torch_save(obj, tmp: Path) -> None:
+    try:
+        torch.save(obj, tmp)
+    except RuntimeError as err:
+        full = shutil.disk_usage(tmp.parent).free < FULL_DISK_BYTES
+        raise OSError(errno.ENOSPC if full else errno.EIO,
+                      "No space left on device" if full else f"write failed ({err})", str(tmp)) from err
+
+
 def atomic_save(obj, path: Path) -> None:
-    atomic_replace(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` to ``path`` atomically; a failed write is an OSError (ENOSPC on a full disk)."""
+    atomic_replace(path, lambda tmp: _torch_save(obj, tmp))
 
 
 @dataclass

@@ -74,8 +74,25 @@ def fingerprint(cfg, digests: dict[str, str] | None = None) -> str:
     return hashlib.sha256(repr(sorted(c.items())).encode()).hexdigest()[:16]
 
 
+def resolve_data_paths(cfg) -> dict[str, str]:
+    """Make the data set's relative (or ``~``) path/root keys absolute, from the working
+    directory, in ``cfg`` itself: the run's config.yaml then reads the same data from anywhere
+    (``deqexp eval``, a SLURM node), and the identity does not depend on how a path was
+    written. Return the keys as given, for the record."""
+    given = {}
+    dataset = cfg.get("dataset") or {}
+    for key in DATA_KEYS:
+        value = dataset.get(key)
+        if value and not Path(str(value)).is_absolute():
+            given[f"dataset.{key}"] = str(value)
+            dataset[key] = str(Path(str(value)).expanduser().resolve())
+    return given
+
+
 def identify(cfg) -> tuple[str, dict[str, str]]:
-    """``(fingerprint, data digests)`` of a resolved job config."""
+    """``(fingerprint, data digests)`` of a resolved job config (its data paths made absolute
+    first, :func:`resolve_data_paths`)."""
+    resolve_data_paths(cfg)
     digests = data_digests(cfg.dataset)
     return fingerprint(cfg, digests), digests
 

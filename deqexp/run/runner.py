@@ -28,7 +28,7 @@ from .build import build_model, load_job_data, members_from_config, resolve_devi
 from .checkpoints import CHECKPOINT, load_checkpoint
 from .effects import check_effects
 from .folder import FolderBusy, MetricsLost, RunFolder
-from .identity import identify
+from .identity import identify, resolve_data_paths
 from .metrics import SolverFailure
 from .schemas import ConfigError
 from .signals import StopRequested, StopSignals
@@ -87,11 +87,12 @@ def run_analysis(cfg, folder: RunFolder, parallel_jobs: int = 1) -> dict:
 
 
 def train_job(cfg, folder: RunFolder, run_name: str = "default", parallel_jobs: int = 1,
-              stop: StopSignals | None = None) -> dict:
+              stop: StopSignals | None = None, given_paths: dict | None = None) -> dict:
     """Train and evaluate one job; write metrics.csv, W&B, summary.json and the marker.
 
     Everything that can fail on bad input (config, data, model, W&B) runs before the first
     metrics row is written. ``stop`` holds the signals that end training at an epoch boundary.
+    ``given_paths``: data paths as the user wrote them (recorded in summary.json).
     """
     if cfg.task != "train":
         return run_analysis(cfg, folder, parallel_jobs)
@@ -122,7 +123,7 @@ def train_job(cfg, folder: RunFolder, run_name: str = "default", parallel_jobs: 
         summary = fit(cfg, model, job, members, device, logs, run_name, folder.path,
                       folder.fingerprint, resume, stop, trial.reporter(cfg))
         summary.update(config=resolved, device=str(device), torch=torch.__version__,
-                       run_dir=str(folder.path))
+                       run_dir=str(folder.path), **({"given_paths": given_paths} if given_paths else {}))
         for log in logs:
             log.summarise(summary)
         failed = False
@@ -188,6 +189,7 @@ def run_from_hydra(cfg) -> dict | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     run_name = run_dir.name if run_dir.name != "defaults" else cfg.name
+    given_paths = resolve_data_paths(cfg)  # config.yaml keeps them absolute; summary.json as given
     folder = RunFolder(run_dir, *identify(cfg))
     if folder.is_complete() and not cfg.force:
         print(f"deqexp: already complete, skipped (force=true reruns it): {run_dir}")
@@ -201,7 +203,7 @@ def run_from_hydra(cfg) -> dict | None:
             check_sweep_axes(cfg, list(hc.overrides.task))
             check_effects(cfg, list(hc.overrides.task))
             folder.acquire()
-            summary = train_job(cfg, folder, run_name, _parallel_jobs(hc), stop)
+            summary = train_job(cfg, folder, run_name, _parallel_jobs(hc), stop, given_paths)
     except USER_ERRORS as err:
         print(f"deqexp train: error: {err}", file=sys.stderr)
         if not isinstance(err, FolderBusy):  # a busy folder belongs to the run that holds it
@@ -219,9 +221,10 @@ def run_from_hydra(cfg) -> dict | None:
             stop.forward(err.signum)  # submitit requeues on SIGUSR2 (and exits)
         raise SystemExit(130) from None
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
             _record_failure(folder, err)
             raise
+        _record_failure(folder, err)  # may itself fail on a full disk: then the line below says it
         print(f"deqexp train: error: cannot write to {run_dir} ({err.strerror}: {err.filename or ''}); "
               f"free space or point paths.output elsewhere, then rerun: {rerun_hint(folder)}",
               file=sys.stderr, flush=True)
