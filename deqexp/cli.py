@@ -46,7 +46,7 @@ def _check_argv(argv: list[str]) -> str | None:
     roots = [Path(CONF_DIR) / "experiment"] + [Path(d) / "experiment" for d in _config_dirs(argv)]
     presets = sorted({str(p.relative_to(root).with_suffix("")) for root in roots if root.is_dir()
                       for p in root.rglob("*.yaml") if not p.name.startswith("_")})
-    problem = _unparsable(argv) or _repeated_or_merged(argv)
+    problem = _unparsable(argv) or _repeated_or_merged(argv) or _bad_yaml(_config_dirs(argv))
     if problem:
         return problem
     for arg in argv:
@@ -106,6 +106,26 @@ def _repeated_or_merged(argv: list[str]) -> str | None:
         if key == "name" and (value.startswith("/") or ".." in Path(value).parts):
             return (f"name={value}: give a relative folder name without '..' (runs go to "
                     "paths.output/runs/NAME and paths.output/multirun/NAME)")
+    return None
+
+
+def _bad_yaml(dirs: list[str]) -> str | None:
+    """The first YAML file under a ``--config-dir`` that does not parse, named with its line
+    (Hydra's own report is a long traceback that never names the file)."""
+    import yaml
+
+    for folder in dirs:
+        for path in sorted(Path(folder).rglob("*.yaml")):
+            try:
+                yaml.safe_load(path.read_text())
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                what = " ".join(str(getattr(err, "problem", None) or err).split())
+                tabs = " (YAML indents with spaces, never tabs)" if "\\t" in what or "'\\t'" in what else ""
+                return f"--config-dir {folder}: {path}{where}: {what}{tabs}; fix the file"
+            except OSError as err:
+                return f"--config-dir {folder}: {path} cannot be read ({err.strerror})"
     return None
 
 

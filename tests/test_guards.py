@@ -304,6 +304,22 @@ def test_a_full_disk_ends_with_one_line_and_no_partial_file(tmp_path, capsys, mo
     assert "No space left on device" in (tmp_path / "r" / "FAILED").read_text()
 
 
+@pytest.mark.parametrize("text, says", [
+    ("a: 1\n\tb: 2\n", "mine.yaml line 2, column 1: found character '\\t' that cannot start any token "
+                        "(YAML indents with spaces, never tabs); fix the file"),
+    ("a: [1, 2\n", "mine.yaml line 2, column 1: expected ',' or ']', but got '<stream end>'; fix the file"),
+])
+def test_a_config_dir_yaml_that_does_not_parse_is_named_with_its_line(tmp_path, capsys, text, says):
+    mine = tmp_path / "my_conf" / "experiment"
+    mine.mkdir(parents=True)
+    (mine / "mine.yaml").write_text(text)
+    code, out = in_process(capsys, "train", "--config-dir", str(tmp_path / "my_conf"), "experiment=mine",
+                           f"hydra.run.dir={tmp_path / 'r'}")
+    assert code == 2 and out.strip().count("\n") == 0 and says in out, out
+    assert out.startswith(f"deqexp train: error: --config-dir {tmp_path / 'my_conf'}: ")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_preset_copied_into_a_users_config_dir_is_found(tmp_path, capsys):
     from deqexp.run.config import CONF_DIR
 
