@@ -132,14 +132,18 @@ def test_eval_switches_a_group_as_hydra_composes_it(finished):
     (["dataset.n_test"], "is not key=value"),
     (["dataset.foo=1"], "unknown key 'dataset.foo'"),
     (["--out", "{tmp}/no/such/folder/x.csv"], "is not a folder you can write to"),
+    (["--out", "{tmp}"], "is a folder; give a file name"),
+    (["--out", "/proc/deqexp-x.csv"], "/proc is not a folder you can write to"),
     (["@model.pt"], "model.pt is not a readable deqexp model"),
     (["@config.yaml"], "config.yaml is not readable YAML"),
+    (["@config.yaml="], "config.yaml is empty or holds no run's config"),
 ])
 def test_every_bad_eval_input_is_one_line_and_exit_2(finished, tmp_path, capsys, args, says):
     cfg, folder = finished
     capsys.readouterr()
-    if args[0].startswith("@"):  # a damaged file in the run's folder
-        (folder.path / args[0][1:]).write_bytes(b"\x00garbage: [unclosed\n")
+    if args[0].startswith("@"):  # a damaged (or, with "=", an empty) file in the run's folder
+        name, empty = args[0][1:].rstrip("="), args[0].endswith("=")
+        (folder.path / name).write_bytes(b"" if empty else b"\x00garbage: [unclosed\n")
         args = []
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     assert eval_main([str(folder.path), *args]) == 2

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .build import JobData, Member, build_model, load_job_data, members_from_config, resolve_device
-from .checkpoints import MODEL
+from .checkpoints import MODEL, atomic_replace
 from .metrics import Totals, all_norms, evaluate, rows
 from .schemas import Config, ConfigError
 from .sinks import CsvLog, metric_columns
@@ -42,6 +43,9 @@ def _saved_config(folder: Path):
     except Exception as err:  # yaml's own parser errors
         raise ConfigError(f"{folder / 'config.yaml'} is not readable YAML ({type(err).__name__}); "
                           "the run's folder is damaged: rerun the training with force=true") from None
+    if not isinstance(saved, DictConfig) or not {"dataset", "model", "trainer"} <= set(saved.keys()):
+        raise ConfigError(f"{folder / 'config.yaml'} is empty or holds no run's config; the run's folder "
+                          "is damaged: rerun the training with force=true")
     try:  # typed again by the schema (the saved file is plain YAML)
         return OmegaConf.merge(OmegaConf.structured(Config), saved)
     except Exception as err:
@@ -165,13 +169,31 @@ def main(argv: list[str] | None = None) -> int:
     for r in found:
         print(f"member {r['member']} ({r['init']}, seed {r['seed']}): test loss {r['test_loss']:.6g}, "
               f"train loss {r['train_loss']:.6g}, converged {r['converged_frac']:.0%}")
-    log = CsvLog(out, metric_columns("val_loss" in found[0]))
-    log.log(found)
-    log.close()
+    try:
+        atomic_replace(out, lambda tmp: _write_rows(tmp, found))
+    except OSError as err:
+        print(f"deqexp eval: error: --out {out} could not be written ({err.strerror}); the metrics above "
+              "are all there is: choose another path", file=sys.stderr)
+        return 2
     return 0
 
 
+def _write_rows(path: Path, found: list[dict]) -> None:
+    log = CsvLog(path, metric_columns("val_loss" in found[0]))
+    log.log(found)
+    log.close()
+
+
 def _check_writable(out: Path) -> None:
+    """Refuse, before the evaluation, an ``--out`` that is a folder or whose folder cannot take a
+    file (probed by writing one: ``os.access`` says yes to root on /proc)."""
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ConfigError(f"--out {out}: {parent} is not a folder you can write to; choose another path")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name, e.g. {out / 'eval.csv'}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".deqexp-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"--out {out}: {parent} is not a folder you can write to ({err.strerror}); "
+                          "choose another path") from None
