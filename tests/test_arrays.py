@@ -170,6 +170,31 @@ def test_a_paper_preset_runs_on_your_clean_images_with_its_corruption(tmp_path):
     assert {m["status"] for m in summary["members"]} <= {"completed", "diverged"}
 
 
+@pytest.mark.parametrize("change, says", [
+    (lambda y: (y * 255).astype(np.uint8), "'train_target' holds uint8 values, but dataset.corruption="
+                                           "noise needs clean images as floats in [0, 1]; store x / 255"),
+    (lambda y: y * 255, "'train_target' ranges over ["),  # 0..255 floats
+    (lambda y: y - 0.5, "'train_target' ranges over [-0.4998, 0.4998], but dataset.corruption=noise "
+                        "needs clean images in [0, 1]"),  # centred
+])
+def test_clean_images_outside_the_unit_range_are_refused_under_a_corruption(tmp_path, change, says):
+    d = _clean_images()
+    d = {k: change(v) for k, v in d.items()}
+    np.savez(tmp_path / "c.npz", **d)
+    with pytest.raises(DataError, match=re.escape(says)):
+        arrays(0, str(tmp_path / "c.npz"), corruption="noise")
+
+
+def test_channels_last_images_are_refused_with_the_transpose(tmp_path):
+    d = {k: np.transpose(v, (0, 2, 3, 1)) for k, v in _images().items()}  # (N, 8, 8, 2)
+    np.savez(tmp_path / "hwc.npz", **d)
+    with pytest.raises(DataError, match=re.escape("looks like channels-last images (N, H, W, C); deqexp "
+                                                  "takes (N, C, H, W): store np.transpose(x, (0, 3, 1, 2))")):
+        arrays(0, str(tmp_path / "hwc.npz"))
+    np.savez(tmp_path / "chw.npz", **_images())
+    assert arrays(0, str(tmp_path / "chw.npz")).train_input.shape[1] == 2
+
+
 def test_arrays_taken_as_already_corrupted_or_refused_when_both_are_given(tmp_path):
     d = {**_clean_images(), "train_input": np.zeros((6, 3, 12, 12)),
          "test_input": np.zeros((4, 3, 12, 12))}

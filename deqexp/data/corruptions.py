@@ -85,6 +85,20 @@ def _split_noise(a: dict, split: str, clean: Tensor, gen: torch.Generator, std: 
     return torch.as_tensor(a[key].astype(np.float64))
 
 
+def check_unit_range(key: str, y: np.ndarray, corruption: str) -> None:
+    """Clean images in [0, 1], as every corruption assumes (noise is clipped to [0, 1]; the
+    paper's noise level 0.2 is relative to it): refuse 0..255 integers and other ranges."""
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+        raise DataError(f"dataset=arrays: '{key}' holds {y.dtype} values, but dataset.corruption="
+                        f"{corruption} needs clean images as floats in [0, 1]; store x / 255 (for 8-bit "
+                        "images) as float32")
+    low, high = (float(y.min()), float(y.max())) if y.size else (0.0, 0.0)
+    if low < -1e-6 or high > 1 + 1e-6:
+        raise DataError(f"dataset=arrays: '{key}' ranges over [{low:.4g}, {high:.4g}], but dataset."
+                        f"corruption={corruption} needs clean images in [0, 1] (noise is clipped to it); "
+                        "rescale them, e.g. (x - x.min()) / (x.max() - x.min()), or x / 255")
+
+
 def corrupted_inputs(a: dict, corruption: str, gen: torch.Generator, **opts) -> dict:
     """The arrays with ``*_input`` made by corrupting the clean images ``*_target``; for
     ``noise``, the file's own ``*_noise`` arrays are the noise where it has them (then kept
@@ -115,6 +129,7 @@ def corrupted_inputs(a: dict, corruption: str, gen: torch.Generator, **opts) -> 
             raise DataError(f"dataset=arrays: dataset.corruption={corruption} corrupts clean images; "
                             f"'{key}' has shape {y.shape} and dtype {y.dtype}, not real "
                             "(N, C, H, W)")
+        check_unit_range(key, y, corruption)
         clean = torch.as_tensor(y.astype(np.float64))
         if corruption == "noise":
             noise = _split_noise(a, split, clean, gen, opts.get("noise_std", 0.2))

@@ -132,6 +132,10 @@ def check_arrays(a: dict, keys=ARRAY_KEYS) -> None:
         if x.ndim not in (2, 4):
             raise DataError(f"dataset=arrays: '{split}_input' has shape {x.shape}; use (N, n) for "
                             "sequences or (N, C, H, W) for images")
+        if x.ndim == 4 and x.shape[3] <= 4 < min(x.shape[1], x.shape[2]):
+            raise DataError(f"dataset=arrays: '{split}_input' has shape {x.shape}, which looks like "
+                            "channels-last images (N, H, W, C); deqexp takes (N, C, H, W): store "
+                            "np.transpose(x, (0, 3, 1, 2))")
         if 0 in x.shape[1:] or 0 in y.shape[1:]:
             raise DataError(f"dataset=arrays: '{split}_input' {x.shape} / '{split}_target' {y.shape} "
                             "hold no values per sample; each sample needs at least one")
