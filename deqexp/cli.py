@@ -46,7 +46,8 @@ def _check_argv(argv: list[str]) -> str | None:
     roots = [Path(CONF_DIR) / "experiment"] + [Path(d) / "experiment" for d in _config_dirs(argv)]
     presets = sorted({str(p.relative_to(root).with_suffix("")) for root in roots if root.is_dir()
                       for p in root.rglob("*.yaml") if not p.name.startswith("_")})
-    problem = _unparsable(argv) or _repeated_or_merged(argv) or _bad_yaml(_config_dirs(argv))
+    problem = _unparsable(argv) or _repeated_or_merged(argv) or _bad_yaml(_config_dirs(argv)) \
+        or _shared_folders(argv)
     if problem:
         return problem
     for arg in argv:
@@ -74,6 +75,27 @@ def _unparsable(argv: list[str]) -> str | None:
         except OverrideParseException as err:
             why = [line for line in str(err).splitlines()[1:] if line.strip()][:1]
             return f"cannot read the override {arg}: {why[0] if why else str(err)}"
+    return None
+
+
+def _shared_folders(argv: list[str]) -> str | None:
+    """A sweep over a key outside the run identity: its jobs would share one folder (two at
+    once collide; one after another, the second is skipped as already complete)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .run.identity import is_result_key
+
+    if not {"-m", "--multirun"} & set(argv):
+        return None
+    for override in OverridesParser.create().parse_overrides(_override_args(argv)):
+        key = override.get_key_element().lstrip("+~")
+        if override.is_sweep_override() and not is_result_key(key) \
+                and key.split(".")[0] not in ("name", "paths", "hydra"):  # these name the folders
+            first = next(iter(override.sweep_string_iterator()))
+            name = "".join(c for c in f"{key.split('.')[-1]}{first}" if c.isalnum() or c in "_-")
+            return (f"{override.input_line} sweeps a key that does not change results, so all its jobs "
+                    "would share one run folder; run one sweep per value instead, each with its own "
+                    f"name, e.g. {key}={first} name={name}")
     return None
 
 

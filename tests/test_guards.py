@@ -320,6 +320,20 @@ def test_a_config_dir_yaml_that_does_not_parse_is_named_with_its_line(tmp_path, 
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("sweep, fix", [
+    ("trainer.threads=1,2", "trainer.threads=1 name=threads1"),
+    ("logger=csv,none", "logger=csv name=loggercsv"),
+    ("solver.forward.on_failure=raise,warn", "solver.forward.on_failure=raise name=on_failureraise"),
+])
+def test_a_sweep_whose_jobs_would_share_a_folder_is_refused_before_any_job(tmp_path, capsys, sweep, fix):
+    code, out = in_process(capsys, "train", "-m", sweep, f"paths.output={tmp_path}")
+    assert code == 2 and out.strip().count("\n") == 0, out
+    assert f"{sweep} sweeps a key that does not change results" in out and out.strip().endswith(fix)
+    assert not list(tmp_path.iterdir())
+    # the fix is itself a valid command (composed as train would)
+    validate(compose_config(*fix.split()))
+
+
 def test_a_preset_copied_into_a_users_config_dir_is_found(tmp_path, capsys):
     from deqexp.run.config import CONF_DIR
 
