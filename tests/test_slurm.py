@@ -278,6 +278,7 @@ def test_impossible_requests_fail_at_submission_with_one_line(tmp_path, override
     lines = [ln for ln in got.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("deqexp train: error:") and key in lines[0], got.stderr
     assert time.time() - t0 < 60 and not list(tmp_path.rglob("COMPLETE"))
+    assert not list(tmp_path.rglob("multirun.yaml"))  # the folder as it was: status sees no sweep
 
 
 # --------------------------------------------------------------------------- time limit (checked last)

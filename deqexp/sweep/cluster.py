@@ -20,6 +20,7 @@ import io
 import math
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -158,11 +159,34 @@ def continue_command(task_overrides: list[str], hydra_overrides: list[str]) -> s
 class SlurmLauncher(_SubmititSlurm):
     """Hydra's submitit SLURM launcher, checked before submission and cleaned up after."""
 
-    def launch(self, job_overrides, initial_job_idx):
+    def setup(self, **kwargs) -> None:
+        """Check the request against the cluster here, before the sweeper writes multirun.yaml:
+        a refused request leaves the sweep folder as it was."""
+        super().setup(**kwargs)
         try:
             check_request(self.params, read_sinfo(_run(["sinfo", "-h", "-o", "%P|%c|%m|%G"])))
         except SlurmRequestError as err:
             _fail(str(err), 2)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        saved = sweep_dir / "multirun.yaml"  # as it was: put back if sbatch refuses the request
+        self._before = (sweep_dir, sweep_dir.exists(), saved.read_bytes() if saved.exists() else None)
+
+    def _restore_sweep_folder(self) -> None:
+        """Undo what the sweeper wrote before a submission that sbatch refused."""
+        sweep_dir, existed, text = getattr(self, "_before", (None, True, None))
+        if sweep_dir is None:
+            return
+        saved = sweep_dir / "multirun.yaml"
+        if text is None:
+            saved.unlink(missing_ok=True)
+        else:
+            saved.write_bytes(text)
+        if not existed:
+            shutil.rmtree(sweep_dir / ".submitit", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                sweep_dir.rmdir()  # only if empty
+
+    def launch(self, job_overrides, initial_job_idx):
         executor = self._executor()
         state = Singleton.get_state()
         args = [(list(o), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}", state)
@@ -174,6 +198,7 @@ class SlurmLauncher(_SubmititSlurm):
             with contextlib.redirect_stderr(caught):  # submitit prints sbatch's stderr itself
                 jobs = executor.map_array(self, *zip(*args))
         except Exception as err:  # submitit's FailedJobError carries sbatch's stderr
+            self._restore_sweep_folder()
             _fail(explain_sbatch(str(err) or caught.getvalue()), 2)
         print(f"deqexp: {len(jobs)} job(s) submitted as SLURM array {jobs[0].job_id.split('_')[0]} "
               f"(squeue --me); waiting for them; Ctrl-C cancels them. Progress: deqexp status {sweep_dir}",
