@@ -275,7 +275,11 @@ def test_status_names_every_state_and_the_command_that_continues(tmp_path, capsy
     assert code == 1
     assert "sweep: name=demo" in out and re.search(r"interrupted\s+7\s+trainer.seed=3", out)
     assert "1 complete, 1 diverged, 1 running, 1 failed, 2 interrupted of 6 jobs" in out
-    assert "deqexp train -m name=demo trainer.seed=0,1,2,3,4,5 hydra.launcher.partition=cpu" in out
+    continuing = "deqexp train -m name=demo trainer.seed=0,1,2,3,4,5 hydra.launcher.partition=cpu"
+    # while a job runs, the same command would start it twice: no command yet
+    assert continuing not in out and "1 job(s) still running: once none is" in out
+    status_main([str(sweep)])  # the running job's process has ended (its lock released)
+    assert continuing in capsys.readouterr().out
 
 
 def test_status_expands_the_presets_own_sweep_as_hydra_does(tmp_path):

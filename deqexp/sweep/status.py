@@ -151,7 +151,10 @@ def format_status(found: list[JobStatus], others: list[JobStatus], given: dict) 
     if counts["stale"]:
         out.append("stale jobs hold another configuration's results: rerun them with force=true, or "
                    "give this sweep another name=")
-    if sum(counts[k] for k in FINISHED) < len(found):
+    if counts["running"]:  # the same command now would start those jobs a second time
+        out.append(f"{counts['running']} job(s) still running: once none is, `deqexp status` gives the "
+                   "command that continues the sweep")
+    elif sum(counts[k] for k in FINISHED) < len(found):
         out.append("continue (skips the finished jobs, resumes the interrupted ones):\n  "
                    + continue_command(given["task"], given.get("hydra", [])))
     return "\n".join(out)
