@@ -282,6 +282,17 @@ def test_status_names_every_state_and_the_command_that_continues(tmp_path, capsy
     assert continuing in capsys.readouterr().out
 
 
+def test_status_writes_booleans_as_the_command_line_does(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()  # Hydra's sweeper renders the jobs' booleans as Python's True/False
+    task = ["logger.progress=false", "trainer.eval_train=true,false"]
+    OmegaConf.save({"hydra": {"overrides": {"task": task}}}, sweep / "multirun.yaml")
+    status_main([str(sweep)])
+    out = capsys.readouterr().out
+    assert "sweep: logger.progress=false" in out and "trainer.eval_train=true" in out
+    assert "False" not in out and "True" not in out
+
+
 def test_status_expands_the_presets_own_sweep_as_hydra_does(tmp_path):
     # `deqexp train -m experiment=paper/e2_quick trainer.epochs=2`: the seeds come from the
     # preset's hydra.sweeper.params, not from the command line

@@ -14,6 +14,13 @@ def shorten(text: str, limit: int = 300) -> str:
     return cut + " ..."
 
 
+def shown(override: str) -> str:
+    """An override as the command line writes it: Hydra's sweeper renders booleans as Python
+    does (``logger.progress=False``); deqexp shows them one way, ``false``."""
+    key, eq, value = str(override).partition("=")
+    return f"{key}={value.lower()}" if eq and value in ("True", "False") else str(override)
+
+
 class ClosedPipeSafe(io.TextIOBase):
     """A stdout that stops printing, and lets the program go on, when its reader has gone (a
     ``| head``): a closed pipe ends the output, not the run."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from hydra.core.singleton import Singleton
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SubmititSlurm
 
-from ..run.messages import shorten
+from ..run.messages import shorten, shown
 from ..run.signals import StopSignals
 
 POLL_S = 2.0
@@ -238,7 +238,7 @@ class SlurmLauncher(_SubmititSlurm):
                     continue
                 err = ret._return_value  # an exception raised in the job (Hydra keeps it)
                 why = f"FAILED: {type(err).__name__}: {shorten(str(err))}"
-            failed.append(f"  {' '.join(overrides)}: SLURM job {job.job_id} {why}")
+            failed.append(f"  {' '.join(map(shown, overrides))}: SLURM job {job.job_id} {why}")
         if failed:
             hc = self.config.hydra.overrides
             print(f"deqexp train: {len(failed)} of {len(jobs)} job(s) did not complete:\n"

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from ..run.config import job_fingerprints
 from ..run.folder import CHECKPOINT, FAILED, lock_held
 from ..run.identity import folder_name, folder_state
-from ..run.messages import shorten
+from ..run.messages import shorten, shown
 
 STATES = ("complete", "diverged", "stale", "running", "failed", "interrupted", "missing")
 FINISHED = ("complete", "diverged")
@@ -140,8 +140,8 @@ def format_status(found: list[JobStatus], others: list[JobStatus], given: dict) 
         return f"{s.state:<12} {epoch:>6}  {name}" + (f"  ({s.detail})" if s.detail else "")
 
     shared = [o for o in found[0].overrides if all(o in s.overrides for s in found)] if found else []
-    out = [f"sweep: {' '.join(shared)}", f"{'state':<12} {'epoch':>6}  job"]
-    out += [line(s, " ".join(o for o in s.overrides if o not in shared) or "(the only job)")
+    out = [f"sweep: {' '.join(map(shown, shared))}", f"{'state':<12} {'epoch':>6}  job"]
+    out += [line(s, " ".join(shown(o) for o in s.overrides if o not in shared) or "(the only job)")
             for s in found]
     if others:
         out.append(f"\nother job folders here (earlier sweeps of this name): {len(others)}")
