@@ -135,7 +135,7 @@ NUMBERS = ["train_loss", "test_loss", "fwd_iters_mean", "bwd_iters_mean", "op_no
 
 
 @pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
-def test_a_stop_signal_checkpoints_at_the_next_epoch_and_the_rerun_ends_as_if_uninterrupted(
+def test_a_stop_signal_mid_epoch_checkpoints_the_last_finished_one_and_the_rerun_ends_as_if_uninterrupted(
         tmp_path, monkeypatch, sig):
     cfg = compose_config(*RUN)
     whole = RunFolder(tmp_path / "whole", fingerprint(cfg))
@@ -145,7 +145,7 @@ def test_a_stop_signal_checkpoints_at_the_next_epoch_and_the_rerun_ends_as_if_un
     def signalled_in_epoch_3(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
-            os.kill(os.getpid(), sig)  # arrives mid-epoch; honoured after it
+            os.kill(os.getpid(), sig)  # arrives as epoch 3 starts: honoured at its first batch
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "train_epoch", signalled_in_epoch_3)
@@ -155,7 +155,7 @@ def test_a_stop_signal_checkpoints_at_the_next_epoch_and_the_rerun_ends_as_if_un
     previous = signal.signal(sig, submitits)  # as submitit's handler
     try:
         stop = StopSignals()
-        with pytest.raises(StopRequested, match="after epoch 3"), stop:
+        with pytest.raises(StopRequested, match="after epoch 2"), stop:
             train_job(cfg, stopped, stop=stop)
         assert signal.getsignal(sig) is submitits  # handlers restored (a bound method is new
         # at each access: `is not stop._record` could never fail)
@@ -163,7 +163,8 @@ def test_a_stop_signal_checkpoints_at_the_next_epoch_and_the_rerun_ends_as_if_un
     finally:
         signal.signal(sig, previous)
     assert forwarded == [sig]
-    assert read_checkpoint(stopped.path / CHECKPOINT)["state"].epoch == 3  # not a periodic one
+    # the last finished epoch's (periodic ones are every 100 epochs), as epoch 3 began
+    assert read_checkpoint(stopped.path / CHECKPOINT)["state"].epoch == 2
     assert not (stopped.path / "COMPLETE").exists()
     monkeypatch.setattr(train_module, "train_epoch", real)
     train_job(cfg, stopped)
@@ -203,12 +204,35 @@ def test_the_interrupt_message_says_what_a_rerun_will_do(tmp_path, sig, says):
     assert not list(tmp_path.rglob("COMPLETE"))
     debug = list(tmp_path.rglob("debug.log"))
     assert debug and any("exit" in p.read_text().lower() for p in debug)  # W&B finished
-    (ckpt,) = tmp_path.rglob(CHECKPOINT) if sig != signal.SIGINT else [None]
-    if ckpt is None:  # Ctrl-C stops at once: no checkpoint before epoch 1000
-        assert "a rerun of the same command starts it afresh (no checkpoint yet)" in err
-    else:
-        epoch = read_checkpoint(ckpt)["state"].epoch
-        assert f"resumes from the checkpoint at epoch {epoch}" in err and f"after epoch {epoch}" in err
+    # every way of stopping leaves the checkpoint of the last finished epoch (periodic ones are
+    # every 1000 epochs), and says that a rerun resumes from it
+    (ckpt,) = tmp_path.rglob(CHECKPOINT)
+    epoch = read_checkpoint(ckpt)["state"].epoch
+    assert epoch >= 2 and f"resumes from the checkpoint at epoch {epoch}" in err
+    assert sig == signal.SIGINT or f"after epoch {epoch}" in err
+
+
+@pytest.mark.slow
+def test_a_stop_signal_ends_a_solve_that_would_run_for_hours_within_seconds(tmp_path):
+    # forward iteration to a tolerance it never reaches, with 10^8 iterations allowed: the
+    # first evaluation alone would take hours; SIGTERM is honoured within an iteration
+    args = [sys.executable, "-m", "deqexp.cli", "train", "solver=forward", "solver.forward.tol=1e-300",
+            "solver.forward.max_iter=100000000", "logger=csv", f"paths.output={tmp_path}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HYDRA_FULL_ERROR": "0"}, preexec_fn=interruptible)
+    deadline = time.time() + 120
+    while not list(tmp_path.rglob("config.yaml")):  # written just before the first evaluation
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()  # a stop that did not act: never leave the process behind
+    assert time.time() - t0 < 15 and proc.returncode == 130, err[-2000:]
+    assert "stopped by SIGTERM after epoch 0" in err and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- sweep axes

@@ -158,3 +158,24 @@ def test_member_stop_uses_the_whole_batch(solver):
     # the recorded residual is the whole-batch one
     r = relative_residual(f(z0), z0, "member")
     assert torch.allclose(r[0], ((f(z0)[0] - z0[0]).norm() / f(z0)[0].norm()).expand(4))
+
+
+@pytest.mark.parametrize("name", ["forward", "anderson", "broyden", "gmres", "newton"])
+def test_a_stop_asked_for_ends_every_solver_within_an_iteration(name):
+    from deqexp.deq.interrupt import Interrupt, Interrupted
+
+    a = 0.5 * torch.eye(4)
+    calls = []
+
+    def f(z):  # an affine contraction: every solver would converge, given the iterations
+        calls.append(1)
+        if len(calls) == 3:
+            Interrupt.asked = True  # as the signal handler does, mid-solve
+        return z @ a.T + 1.0
+
+    try:
+        with pytest.raises(Interrupted):
+            get_solver(name)(f, torch.zeros(1, 2, 4), tol=0.0, max_iter=2000)  # a bug: no raise
+    finally:
+        Interrupt.asked = False
+    assert len(calls) < 3 + 25  # one iteration (GMRES: one Krylov step of its restart) later

@@ -8,6 +8,8 @@ from typing import Callable
 
 import torch
 
+from .interrupt import Interrupt, Interrupted  # noqa: F401  (re-exported)
+
 Tensor = torch.Tensor
 FixedPointMap = Callable[[Tensor], Tensor]
 
@@ -120,6 +122,7 @@ class SolveLoop:
         return self.active
 
     def should_stop(self, step: int) -> bool:
+        Interrupt.check()
         return (step + 1) % self.check_every == 0 and not bool(self.active.any())
 
     def all_active(self) -> bool:

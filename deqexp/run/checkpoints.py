@@ -8,6 +8,7 @@ file, then a rename), so a kill never leaves half a checkpoint.
 """
 from __future__ import annotations
 
+import copy
 import errno
 import shutil
 import sys
@@ -77,10 +78,15 @@ class LoopState:
             self.best[name] = torch.where(mask, p.detach(), self.best[name])
 
 
+def checkpoint(fingerprint: str, state: LoopState, model, opt, sched, gens) -> dict:
+    """What a checkpoint holds, as of now (a copy: later training does not change it)."""
+    return copy.deepcopy({"fingerprint": fingerprint, "state": state, "model": model.state_dict(),
+                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None,
+                          "generators": [g.get_state() for g in gens]})
+
+
 def save_checkpoint(folder: Path, fingerprint: str, state: LoopState, model, opt, sched, gens) -> None:
-    atomic_save({"fingerprint": fingerprint, "state": state, "model": model.state_dict(),
-                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None,
-                 "generators": [g.get_state() for g in gens]}, folder / CHECKPOINT)
+    atomic_save(checkpoint(fingerprint, state, model, opt, sched, gens), folder / CHECKPOINT)
 
 
 def read_checkpoint(path: Path) -> dict | None:

@@ -2,10 +2,12 @@
 
 SLURM warns a job before its time limit with SIGUSR2 (``hydra.launcher.signal_delay_s``
 seconds ahead) and ends it with SIGTERM (``scancel``, preemption, the limit itself). While a
-:class:`StopSignals` is active, either signal only records a request; the training loop
-honours it at the next epoch boundary by writing a checkpoint and raising
+:class:`StopSignals` is active, either signal records a request and asks every solver loop to
+stop (:class:`deqexp.deq.solver_loop.Interrupt`): the training loop honours it within a solver
+iteration or a batch, writes the checkpoint of the last finished epoch, and raises
 :class:`StopRequested`. A rerun, or SLURM's requeue, then resumes from that epoch instead of
-the last periodic checkpoint. Ctrl-C (SIGINT) still stops at once.
+the last periodic checkpoint. Ctrl-C (SIGINT) stops at once, and also leaves the checkpoint of
+the last finished epoch.
 
 Under submitit, SIGUSR2 is also its cue to requeue the job: :meth:`StopSignals.forward` hands
 the signal to submitit's own handler once the checkpoint is written.
@@ -13,6 +15,8 @@ the signal to submitit's own handler once the checkpoint is written.
 from __future__ import annotations
 
 import signal
+
+from ..deq.interrupt import Interrupt
 
 NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGUSR2: "SIGUSR2 (SLURM's time-limit warning)"}
 
@@ -45,8 +49,15 @@ class StopSignals:
             raise KeyboardInterrupt
         if self.signum is None:  # srun and slurmd may both deliver it: the first one counts
             self.signum = signum
+        Interrupt.asked = True  # the running solve or batch stops within an iteration
+
+    @property
+    def installed(self) -> bool:
+        """Whether this object's handlers are in place (inside ``with``, on the main thread)."""
+        return bool(self._previous)
 
     def __enter__(self) -> "StopSignals":
+        Interrupt.asked = False
         for sig in self.SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._record)
@@ -55,6 +66,7 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc) -> None:
+        Interrupt.asked = False
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 

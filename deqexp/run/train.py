@@ -19,9 +19,10 @@ import torch
 from ..data.seeds import JAC_PROBES
 from ..deq import jacreg
 from ..deq.freezing import wu_held
+from ..deq.interrupt import Interrupt, Interrupted
 from .batching import OrderStreams, order_streams
 from .build import JobData, Member
-from .checkpoints import LoopState, restore, save_checkpoint, save_model
+from .checkpoints import CHECKPOINT, LoopState, atomic_save, checkpoint, restore, save_checkpoint, save_model
 from .metrics import (
     FailureWatch,
     Totals,
@@ -33,7 +34,7 @@ from .metrics import (
     solve_stats,
 )
 from .optimizers import make_optimizer
-from .signals import StopSignals
+from .signals import StopRequested, StopSignals
 from .sinks import Progress
 
 Tensor = torch.Tensor
@@ -64,6 +65,7 @@ def train_epoch(model, job: JobData, opt, sched, streams: OrderStreams, loss_kin
     bwd = Totals()
     paired = job.train_noise is not None
     for k, idx in enumerate(streams.epoch(job.train_x.shape[1], bs, paired)):
+        Interrupt.check()  # a stop signal acts between batches too (and within solves)
         x, y = streams.inputs(job, k, idx, bs), streams.gather(job, job.train_y, idx)
         run = model.run(x)
         losses = member_loss(loss_kind, run.out, y)
@@ -136,33 +138,49 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         mean = float(np.mean(finite)) if finite else math.nan
         progress.update(epoch, mean, float(test["fwd_iters"].mean()))
 
-    if resume is None:
-        record(0, Totals(), 0.0)
-        note_contraction(model, job, members, label)
+    def _run_epoch(epoch) -> bool:
+        """Train and (when due) evaluate and checkpoint epoch ``epoch``; True when the run is done."""
+        if epoch == cfg.trainer.freeze_wu_epochs + 1:
+            model.unfreeze("W")
+            model.unfreeze("U")
+        t0 = time.perf_counter()
+        state.alive, bwd = train_epoch(model, job, opt, sched, streams, loss_kind, bs, state.alive, penalty)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        state.epoch = epoch
+        done = epoch == epochs or not bool(state.alive.any())
+        if done or epoch % cfg.trainer.eval_every == 0:
+            record(epoch, bwd, time.perf_counter() - t0, last=done)
+        if saving and (epoch % every == 0 or done):
+            save()
+        return done
+
     every = cfg.trainer.checkpoint_every
+    saving = folder is not None and every > 0
     stop = stop or StopSignals()
     save = lambda: save_checkpoint(folder, fingerprint, state, model, opt, sched, all_gens)  # noqa: E731
-    stop.check(state.epoch)  # asked during set-up: the checkpoint on disk (if any) is this epoch
     try:
+        if resume is None:
+            record(0, Totals(), 0.0)
+            note_contraction(model, job, members, label)
+        stop.check(state.epoch)  # asked during set-up: the checkpoint on disk (if any) is this epoch
         for epoch in range(state.epoch + 1, epochs + 1):
-            if epoch == cfg.trainer.freeze_wu_epochs + 1:
-                model.unfreeze("W")
-                model.unfreeze("U")
-            t0 = time.perf_counter()
-            state.alive, bwd = train_epoch(model, job, opt, sched, streams, loss_kind, bs,
-                                           state.alive, penalty)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            state.epoch = epoch
-            done = epoch == epochs or not bool(state.alive.any())
-            if done or epoch % cfg.trainer.eval_every == 0:
-                record(epoch, bwd, time.perf_counter() - t0, last=done)
-            saving = folder is not None and every > 0
-            if saving and (epoch % every == 0 or done):
-                save()
-            if done:
-                break
+            # the checkpoint of the last finished epoch, kept in memory while stop signals are
+            # handled: a stop inside this epoch (a signal, Ctrl-C) writes it
+            before = checkpoint(fingerprint, state, model, opt, sched, all_gens) \
+                if saving and stop.installed else None
+            try:
+                if _run_epoch(epoch):
+                    break
+            except (Interrupted, KeyboardInterrupt) as err:
+                if before is not None:
+                    atomic_save(before, folder / CHECKPOINT)
+                if isinstance(err, KeyboardInterrupt):
+                    raise
+                raise StopRequested(stop.signum, epoch - 1) from None
             stop.check(epoch, save if saving and epoch % every else None)
+    except Interrupted:  # during the first evaluation: nothing trained, nothing to save
+        raise StopRequested(stop.signum, state.epoch) from None
     finally:
         progress.close()
     if folder is not None:
