@@ -301,7 +301,7 @@ def test_status_names_every_state_and_the_command_that_continues(tmp_path, capsy
     assert "1 complete, 1 diverged, 1 running, 1 failed, 2 interrupted of 6 jobs" in out
     continuing = "deqexp train -m name=demo trainer.seed=0,1,2,3,4,5 hydra.launcher.partition=cpu"
     # while a job runs, the same command would start it twice: no command yet
-    assert continuing not in out and "1 job(s) still running: once none is" in out
+    assert continuing not in out and "1 job(s) still running or queued: once none is" in out
     status_main([str(sweep)])  # the running job's process has ended (its lock released)
     assert continuing in capsys.readouterr().out
 
@@ -315,6 +315,47 @@ def test_status_writes_booleans_as_the_command_line_does(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "sweep: logger.progress=false" in out and "trainer.eval_train=true" in out
     assert "False" not in out and "True" not in out
+
+
+def test_status_asks_slurm_which_jobs_are_queued_running_or_lost(tmp_path, capsys, monkeypatch):
+    import pickle
+
+    from submitit.core.utils import DelayedSubmission
+
+    from deqexp.sweep import scheduler
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    task = ["name=demo", "trainer.seed=0,1,2,3"]
+    OmegaConf.save({"hydra": {"overrides": {"task": task, "hydra": []},
+                              "launcher": {"_target_": "hydra_plugins.deqexp_launcher.SlurmLauncher"}}},
+                   sweep / "multirun.yaml")
+    fp = job_fingerprints([["name=demo", "trainer.seed=0"]])[0]
+    RunFolder(sweep / "trainer.seed=0", fp).finish({"members": [{"status": "completed", "epochs_run": 3}]})
+    for array, seeds in (("20", (1, 2, 3)), ("21", (1, 2, 3))):  # submitted twice: the later counts
+        for task_id, seed in enumerate(seeds):
+            job = sweep / ".submitit" / f"{array}_{task_id}"
+            job.mkdir(parents=True)
+            pickled = DelayedSubmission(print, ["name=demo", f"trainer.seed={seed}"])
+            (job / f"{array}_{task_id}_submitted.pkl").write_bytes(pickle.dumps(pickled))
+    asked = []
+
+    def slurm(cmd):
+        asked.append(cmd[0])
+        if cmd[0] == "squeue":
+            return "21_0|PENDING|ReqNodeNotAvail, UnavailableNodes:vm\n21_1|RUNNING|None\n"
+        return "21_2|CANCELLED by 0\n"
+
+    monkeypatch.setattr(scheduler, "_run", slurm)
+    found, _, _ = sweep_status(sweep)
+    assert [s.state for s in found] == ["complete", "queued", "running", "lost"]
+    assert found[1].detail == ("SLURM 21_0 pending: ReqNodeNotAvail, UnavailableNodes:vm (not a busy "
+                               "cluster: e.g. a drained or down node)")
+    assert found[3].detail == "SLURM 21_2 ended CANCELLED before the run started"
+    assert asked == ["squeue", "sacct"]
+    status_main([str(sweep)])
+    out = capsys.readouterr().out
+    assert "2 job(s) still running or queued" in out and "deqexp train -m" not in out
 
 
 def test_status_expands_the_presets_own_sweep_as_hydra_does(tmp_path):

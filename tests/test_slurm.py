@@ -261,6 +261,28 @@ def test_a_search_runs_two_trials_at_a_time_and_a_cancelled_trial_resumes(tmp_pa
     assert len(pd.read_csv(cancelled / "metrics.csv")) == 3 * (epochs + 1)  # every epoch, once
 
 
+# --------------------------------------------------------------------------- a drained node
+def test_a_job_queued_behind_a_drained_node_is_said_by_the_sweep_and_by_status(tmp_path):
+    node = subprocess.run(["sinfo", "-h", "-o", "%N"], capture_output=True, text=True).stdout.split()[0]
+    scontrol = ["scontrol", "update", f"NodeName={node}"]
+    subprocess.run([*scontrol, "State=DRAIN", "Reason=deqexp-test"], check=True)
+    try:
+        sweep = _popen("train", "-m", *BASE, "logger=csv", "trainer.epochs=3", "trainer.seed=5",
+                       f"paths.output={tmp_path}", cwd=tmp_path)
+        said = ""
+        deadline = time.time() + 120
+        while "is pending: ReqNodeNotAvail" not in said:  # the sweep's own line, while it waits
+            assert time.time() < deadline and sweep.poll() is None, said
+            said += sweep.stdout.readline()
+        status = deqexp("status", str(tmp_path / "multirun/paper/e1/smoke"))
+        assert re.search(r"queued\s+.*SLURM \d+(_0)? pending: ReqNodeNotAvail", status.stdout), status.stdout
+        assert "1 job(s) still running or queued" in status.stdout and "deqexp train -m" not in status.stdout
+    finally:
+        subprocess.run([*scontrol, "State=RESUME"], check=True)
+    _, err = sweep.communicate(timeout=240)
+    assert sweep.returncode == 0, err[-3000:]
+
+
 # --------------------------------------------------------------------------- impossible requests
 @pytest.mark.parametrize("override, key", [
     ("trainer.threads=64", "hydra.launcher.cpus_per_task=64"),

@@ -32,6 +32,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 
 from ..run.messages import shorten, shown
 from ..run.signals import StopSignals
+from .scheduler import PendingNotes
 
 POLL_S = 2.0
 # slurmctld checks time limits periodically and may send the warning this much early (sbatch(1))
@@ -251,13 +252,15 @@ class SlurmLauncher(_SubmititSlurm):
 def wait_all(jobs) -> None:
     """Until every job has ended; interrupted (Ctrl-C, SIGTERM, SIGUSR2) or failing here,
     cancel the unfinished ones and exit 130."""
-    pending = list(jobs)
+    pending, notes = list(jobs), PendingNotes()
     try:
         with StopSignals(defer=False):  # the sweep has no epochs: its signals interrupt at once
             while pending:
                 for job in list(pending):  # one at a time: an interrupt leaves only the unfinished
                     if job.done():
                         pending.remove(job)
+                for line in notes([j.job_id for j in pending], time.monotonic()):
+                    print(line, flush=True)  # e.g. queued behind a drained node
                 if pending:
                     time.sleep(POLL_S)
     except BaseException as err:

@@ -14,6 +14,10 @@ name is the one deqexp gives it. A job is then, from the files in its folder:
 - ``interrupted at epoch k`` (a checkpoint, no COMPLETE: a rerun resumes from k);
 - ``interrupted before a checkpoint`` (a folder without one: a rerun starts afresh);
 - ``missing`` (no folder: not started yet, still queued, or lost).
+
+On a SLURM sweep, the scheduler is asked too (:mod:`deqexp.sweep.scheduler`): a job SLURM
+holds is ``queued`` (with its pending reason: a drained node is said as such) or ``running``,
+and a job without a folder whose SLURM job has ended is ``lost``.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from ..run.folder import CHECKPOINT, FAILED, lock_held
 from ..run.identity import folder_name, folder_state
 from ..run.messages import shorten, shown
 
-STATES = ("complete", "diverged", "stale", "running", "failed", "interrupted", "missing")
+STATES = ("complete", "diverged", "stale", "running", "queued", "failed", "interrupted", "missing", "lost")
 FINISHED = ("complete", "diverged")
 
 
@@ -119,12 +123,33 @@ def job_status(overrides: list[str], folder: Path, fp: str | None = None) -> Job
     return status("interrupted", None, "no checkpoint: a rerun starts afresh")
 
 
+def ask_scheduler(found: list[JobStatus], sweep_dir: Path) -> None:
+    """Correct the unfinished jobs' states with what SLURM says about them (in place)."""
+    from .scheduler import job_states, submitted_jobs, unusual_wait
+
+    ids = submitted_jobs(sweep_dir)
+    open_jobs = [s for s in found if s.state not in FINISHED and s.folder.name in ids]
+    states = job_states([ids[s.folder.name] for s in open_jobs])
+    for s in open_jobs:
+        job = states[ids[s.folder.name]]
+        if job.state == "PENDING":
+            why = " (not a busy cluster: e.g. a drained or down node)" if unusual_wait(job) else ""
+            s.state, s.detail = "queued", f"SLURM {job.job_id} pending: {job.reason}{why}"
+        elif job.state in ("RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED"):
+            s.state, s.detail = "running", f"SLURM {job.job_id} {job.state.lower()}"
+        elif s.state == "missing" and job.state not in ("UNKNOWN", "COMPLETED"):
+            s.state, s.detail = "lost", f"SLURM {job.job_id} ended {job.state} before the run started"
+
+
 def sweep_status(sweep_dir: Path) -> tuple[list[JobStatus], list[JobStatus], dict]:
     """The sweep's jobs, the other job folders found there (earlier sweeps of the same name),
     and the sweep's overrides."""
     jobs, given = expected_jobs(sweep_dir)
     fps = job_fingerprints(jobs, config_dirs(sweep_dir))
     found = [job_status(job, sweep_dir / folder_name(job), fp) for job, fp in zip(jobs, fps)]
+    if "slurm" in str(OmegaConf.select(OmegaConf.load(sweep_dir / "multirun.yaml"),
+                                       "hydra.launcher._target_", default="")).lower():
+        ask_scheduler(found, sweep_dir)
     known = {s.folder.name for s in found}
     others = [job_status([], p) for p in sorted(sweep_dir.iterdir())
               if p.is_dir() and p.name not in known and (p / "FINGERPRINT").exists()]
@@ -151,9 +176,9 @@ def format_status(found: list[JobStatus], others: list[JobStatus], given: dict) 
     if counts["stale"]:
         out.append("stale jobs hold another configuration's results: rerun them with force=true, or "
                    "give this sweep another name=")
-    if counts["running"]:  # the same command now would start those jobs a second time
-        out.append(f"{counts['running']} job(s) still running: once none is, `deqexp status` gives the "
-                   "command that continues the sweep")
+    if counts["running"] or counts["queued"]:  # the same command now would start them twice
+        out.append(f"{counts['running'] + counts['queued']} job(s) still running or queued: once none "
+                   "is, `deqexp status` gives the command that continues the sweep")
     elif sum(counts[k] for k in FINISHED) < len(found):
         out.append("continue (skips the finished jobs, resumes the interrupted ones):\n  "
                    + continue_command(given["task"], given.get("hydra", [])))
