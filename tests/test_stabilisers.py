@@ -91,6 +91,19 @@ def test_metrics_count_every_solve_by_outcome(tmp_path, capsys):
     assert all(ln.startswith("[default] warning: ") for ln in out.splitlines() if "warning:" in ln)
 
 
+def test_a_resumed_run_does_not_repeat_the_warnings_its_first_attempt_gave(tmp_path, capsys, monkeypatch):
+    from tests.helpers import train_until_interrupted
+
+    cfg = compose_config(*SMALL, "trainer.epochs=4", "trainer.checkpoint_every=1", "solver=forward")
+    folder = RunFolder(tmp_path, fingerprint(cfg))
+    train_until_interrupted(monkeypatch, cfg, folder, 3)  # two epochs trained, the checkpoint at 2
+    first = capsys.readouterr().out
+    assert first.count("warning:") == 2  # forward and backward solves at their cap
+    monkeypatch.undo()
+    train_job(cfg, folder)
+    assert "warning:" not in capsys.readouterr().out  # said once per run, not once per start
+
+
 def test_on_failure_raise_stops_the_run_without_a_result(tmp_path):
     cfg = compose_config(*SMALL, "trainer.epochs=2", "solver=forward", "solver.forward.on_failure=raise")
     folder = RunFolder(tmp_path, fingerprint(cfg))

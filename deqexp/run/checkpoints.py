@@ -78,15 +78,17 @@ class LoopState:
             self.best[name] = torch.where(mask, p.detach(), self.best[name])
 
 
-def checkpoint(fingerprint: str, state: LoopState, model, opt, sched, gens) -> dict:
-    """What a checkpoint holds, as of now (a copy: later training does not change it)."""
+def checkpoint(fingerprint: str, state: LoopState, model, opt, sched, gens, **extra) -> dict:
+    """What a checkpoint holds, as of now (a copy: later training does not change it); ``extra``:
+    plain values the run carries too (e.g. ``warned``, the solver warnings already given)."""
     return copy.deepcopy({"fingerprint": fingerprint, "state": state, "model": model.state_dict(),
                           "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None,
-                          "generators": [g.get_state() for g in gens]})
+                          "generators": [g.get_state() for g in gens], **extra})
 
 
-def save_checkpoint(folder: Path, fingerprint: str, state: LoopState, model, opt, sched, gens) -> None:
-    atomic_save(checkpoint(fingerprint, state, model, opt, sched, gens), folder / CHECKPOINT)
+def save_checkpoint(folder: Path, fingerprint: str, state: LoopState, model, opt, sched, gens,
+                    **extra) -> None:
+    atomic_save(checkpoint(fingerprint, state, model, opt, sched, gens, **extra), folder / CHECKPOINT)
 
 
 def read_checkpoint(path: Path) -> dict | None:

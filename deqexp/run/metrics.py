@@ -143,9 +143,9 @@ class FailureWatch:
     WHAT = {"fwd": ("forward", "the test split's forward solves"),
             "bwd": ("backward", "the epoch's adjoint (backward) solves")}
 
-    def __init__(self, cfg, label: str = ""):
+    def __init__(self, cfg, label: str = "", warned=()):
         self.settings = {"fwd": cfg.solver.forward, "bwd": cfg.solver.backward}
-        self.warned: set[str] = set()
+        self.warned: set[str] = set(warned)  # said in an earlier attempt (a resumed run's checkpoint)
         self.prefix = f"[{label}] " if label else ""  # the job's name, as on its progress lines
 
     def check(self, epoch: int, rows: list[dict]) -> None:

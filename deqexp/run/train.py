@@ -116,7 +116,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         model.freeze("W", naive)
         model.freeze("U", naive)
     progress = Progress(epochs, cfg.logger.progress, label, start=state.epoch)
-    watch = FailureWatch(cfg, label)
+    watch = FailureWatch(cfg, label, resume.get("warned", ()) if resume else ())
 
     def record(epoch, bwd, epoch_time, last=False):
         test = evaluate(model, job, job.test_x, job.test_y, loss_kind, bs)
@@ -158,7 +158,8 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
     every = cfg.trainer.checkpoint_every
     saving = folder is not None and every > 0
     stop = stop or StopSignals()
-    save = lambda: save_checkpoint(folder, fingerprint, state, model, opt, sched, all_gens)  # noqa: E731
+    warned = lambda: {"warned": sorted(watch.warned)}  # noqa: E731  (said once per run, resumes too)
+    save = lambda: save_checkpoint(folder, fingerprint, state, model, opt, sched, all_gens, **warned())  # noqa: E731
     try:
         if resume is None:
             record(0, Totals(), 0.0)
@@ -167,7 +168,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         for epoch in range(state.epoch + 1, epochs + 1):
             # the checkpoint of the last finished epoch, kept in memory while stop signals are
             # handled: a stop inside this epoch (a signal, Ctrl-C) writes it
-            before = checkpoint(fingerprint, state, model, opt, sched, all_gens) \
+            before = checkpoint(fingerprint, state, model, opt, sched, all_gens, **warned()) \
                 if saving and stop.installed else None
             try:
                 if _run_epoch(epoch):
