@@ -219,6 +219,11 @@ def test_batch_pairing_draws_the_same_noise_and_is_refused_without_additive_nois
         np.savez(tmp_path / "f.npz", train_target=clean, test_target=clean, **extra)
         with pytest.raises(DataError, match=says):
             load_dataset("arrays", 0, path=str(tmp_path / "f.npz"), corruption=corruption)
+    # the file's own noise is added as it is: a noise level asked for would change nothing
+    np.savez(tmp_path / "f.npz", train_target=clean, test_target=clean, train_noise=clean, test_noise=clean)
+    with pytest.raises(DataError, match=r"dataset.noise_std=0.3 has no effect: the file's own train_noise"):
+        load_dataset("arrays", 0, path=str(tmp_path / "f.npz"), corruption="noise", noise_std=0.3)
+    load_dataset("arrays", 0, path=str(tmp_path / "f.npz"), corruption="noise", noise_std=0.2)
 
 
 def test_the_report_says_which_stream_the_runs_drew_from():

@@ -195,6 +195,11 @@ def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0
     if corruption == "none" and saved:
         raise DataError(f"dataset=arrays: the file holds {', '.join(saved)}; set "
                         "dataset.corruption=noise to add it to the clean targets")
+    # 0.2, the default: any other value was asked for, and the file's noise would ignore it
+    if corruption == "noise" and {"train_noise", "test_noise"} <= set(saved) and noise_std != 0.2:
+        raise DataError(f"dataset.noise_std={noise_std} has no effect: the file's own train_noise and "
+                        "test_noise are added as they are; remove dataset.noise_std (or scale the "
+                        "saved noise)")
     if corruption != "none":
         a = corrupted_inputs(a, corruption, seeded(seed), noise_std=noise_std, blur_low=blur_low,
                               blur_high=blur_high)
