@@ -1,4 +1,4 @@
-"""The commands the README, the getting-started page and the compare how-to show: each block
+"""The commands the README, the getting-started page and the compare and search how-tos show: each block
 that shows output is run and compared with what it shows (scripts/docs_check.py; slow, CI runs
 it), and every other `deqexp train` / `deqexp explain` line is composed and validated as `train`
 would, in-process."""
@@ -14,7 +14,8 @@ from deqexp.run.validation import check_sweep_axes, validate
 from tests.compose import compose_config
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", ROOT / "docs" / "getting-started.md", ROOT / "docs" / "how-to" / "compare.md"]
+PAGES = [ROOT / "README.md", ROOT / "docs" / "getting-started.md", ROOT / "docs" / "how-to" / "compare.md",
+         ROOT / "docs" / "how-to" / "search.md"]
 sys.path.insert(0, str(ROOT / "scripts"))
 import docs_check  # noqa: E402
 
@@ -32,12 +33,17 @@ def _command_lines():
     """Every `deqexp ...` line of the pages' bash blocks (commands shown without output)."""
     lines = []
     for page in PAGES:
-        text, inside = page.read_text().splitlines(), False
+        text, inside, command, start = page.read_text().splitlines(), False, None, 0
         for n, line in enumerate(text, 1):
             if line.startswith("```"):
                 inside = line.strip() == "```bash"
-            elif inside and line.startswith("deqexp "):
-                lines.append(pytest.param(shlex.split(line, comments=True), id=f"{page.name}:{n}"))
+            elif inside and (command is not None or line.startswith("deqexp ")):
+                if command is None:
+                    start = n
+                command = (command or "") + " " + line.strip().removesuffix("\\")
+                if not line.endswith("\\"):  # a command may continue over lines
+                    lines.append(pytest.param(shlex.split(command, comments=True), id=f"{page.name}:{start}"))
+                    command = None
     return lines
 
 

@@ -124,3 +124,15 @@ def test_status_shows_the_studies(tmp_path, capsys):
     assert status_main([str(tmp_path / "multirun/default")]) == 0
     out = capsys.readouterr().out
     assert "study deqexp: 2 complete" in out and "best so far" in out
+
+
+@pytest.mark.slow
+def test_a_search_launches_two_trials_at_a_time_through_joblib(tmp_path):
+    from tests.cli import deqexp
+
+    p = deqexp("train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+               "launcher=joblib", LR, *TINY, f"paths.output={tmp_path}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "Joblib" in p.stdout + p.stderr  # Hydra's joblib launcher ran the batch of two
+    trials = _trials(tmp_path)
+    assert list(trials.state) == ["COMPLETE", "COMPLETE"] and trials.value.notna().all()
