@@ -107,7 +107,10 @@ def run(block: Block, workdir: Path, timeout: int = 600) -> list[str]:
     if not (workdir / "scripts").exists():
         (workdir / "scripts").symlink_to(ROOT / "scripts")
     script = "set -e\n" + "\n".join(block.commands)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    # as a user runs them: torch's threads from the machine's cores (a test runner's
+    # OMP_NUM_THREADS=1 would change the last digits of a long run, and a sweep's statistics)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env.update(PYTHONUNBUFFERED="1", COLUMNS="200")
     proc = subprocess.run(["bash", "-c", script], cwd=workdir, capture_output=True, text=True,
                           timeout=timeout, env=env)
     if proc.returncode:
