@@ -107,10 +107,9 @@ def run(block: Block, workdir: Path, timeout: int = 600) -> list[str]:
     if not (workdir / "scripts").exists():
         (workdir / "scripts").symlink_to(ROOT / "scripts")
     script = "set -e\n" + "\n".join(block.commands)
-    # as a user runs them: torch's threads from the machine's cores (a test runner's
-    # OMP_NUM_THREADS=1 would change the last digits of a long run, and a sweep's statistics)
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    env.update(PYTHONUNBUFFERED="1", COLUMNS="200")
+    # under pytest-xdist OMP_NUM_THREADS=1 stays: more threads than cores would slow every test
+    # several-fold; a long run's last digits may move with the thread count (hence the 5%)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     proc = subprocess.run(["bash", "-c", script], cwd=workdir, capture_output=True, text=True,
                           timeout=timeout, env=env)
     if proc.returncode:
