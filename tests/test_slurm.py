@@ -132,11 +132,18 @@ def _seconds_per_epoch() -> float:
 
 
 # --------------------------------------------------------------------------- time limit (started first)
+# the time-limit job's work in seconds, as calibrated in this process; a SLURM job has been seen
+# to run twice as fast as the calibration said (CI, 2026-12-06: 56 s for "110 s"), so this keeps
+# its first attempt over the 75 s it is allowed; on a quiet machine it is warned twice and
+# finishes in its third attempt (max_num_timeout allows 3 requeues)
+TIME_LIMIT_WORK = 200
+
+
 def time_limit_args() -> list[str]:
     # SIGUSR2 45 s before the 2-min limit (SLURM sends it up to ~30 s early here): the first
-    # attempt (~110 s of work, 75 s allowed) is always warned; the requeued one finishes (or,
-    # on a loaded machine, is warned once more: max_num_timeout allows 3 requeues)
-    return [*BASE, "logger=csv", "trainer.seed=7", f"trainer.epochs={epochs_for(110)}",
+    # attempt (75 s allowed) is always warned; a requeued one finishes (or, on a loaded machine,
+    # is warned once more: max_num_timeout allows 3 requeues)
+    return [*BASE, "logger=csv", "trainer.seed=7", f"trainer.epochs={epochs_for(TIME_LIMIT_WORK)}",
             "trainer.checkpoint_every=100000", "hydra.launcher.timeout_min=2",
             "hydra.launcher.signal_delay_s=45"]
 
@@ -316,9 +323,9 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes_from_the_warning_checkp
     warned = re.findall(r"stopped by SIGUSR2 \(SLURM's time-limit warning\) after epoch (\d+)", logs)
     resumed = re.findall(r"resuming from the checkpoint at epoch (\d+)", logs)
     assert warned and warned == resumed, logs[-3000:]  # each requeue resumed where the warning stopped
-    assert all(0 < int(e) < epochs_for(110) for e in warned)  # not a periodic checkpoint: those are off
+    assert all(0 < int(e) < epochs_for(TIME_LIMIT_WORK) for e in warned)  # not periodic: those are off
     assert "Requeued job" in logs
     (run,) = _job_dirs(out).values()
     df = pd.read_csv(run / "metrics.csv")
-    n = epochs_for(110) + 1
+    n = epochs_for(TIME_LIMIT_WORK) + 1
     assert sorted(set(df.epoch)) == list(range(n)) and len(df) == 3 * n

@@ -110,6 +110,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         streams.start(n_train)
     else:
         state = restore(resume, model, opt, sched, all_gens, device)
+        model._norm_starts = resume.get("norm_starts", model._norm_starts)
     penalty.step = state.epoch * math.ceil(n_train / (bs or n_train))  # its phase, on resume too
     naive = wu_held([m.spec for m in members])
     if state.epoch < cfg.trainer.freeze_wu_epochs and naive.any():
@@ -158,7 +159,9 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
     every = cfg.trainer.checkpoint_every
     saving = folder is not None and every > 0
     stop = stop or StopSignals()
-    warned = lambda: {"warned": sorted(watch.warned)}  # noqa: E731  (said once per run, resumes too)
+    # carried by checkpoints too: the warnings already given (said once per run) and the norms'
+    # warm starts (a resumed run's norms then equal an uninterrupted run's, not to Lanczos's tol)
+    warned = lambda: {"warned": sorted(watch.warned), "norm_starts": model._norm_starts}  # noqa: E731
     save = lambda: save_checkpoint(folder, fingerprint, state, model, opt, sched, all_gens, **warned())  # noqa: E731
     try:
         if resume is None:

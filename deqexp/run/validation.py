@@ -93,6 +93,12 @@ def validate(cfg) -> None:
         raise ConfigError(f"solver.forward.name={cfg.solver.forward.name} solves affine maps only, and "
                           f"the forward map is nonlinear; use it for the adjoint solve: "
                           f"solver.backward.name={cfg.solver.forward.name}")
+    if cfg.solver.backward.gradient == "unrolled" and cfg.solver.forward.name != "forward" \
+            and cfg.model.recurrence != "monotone":  # monotone: its own refusal (stabilisers)
+        raise ConfigError("solver.backward.gradient=unrolled backpropagates through the forward solver's "
+                          f"iterations, which solver.forward.name={cfg.solver.forward.name} computes in "
+                          "place (not differentiable); use solver=forward, or "
+                          "solver.backward.gradient=implicit")
     for key, v in (("init.lam", cfg.init.lam),
                    ("init.scale", cfg.init.scale), ("optim.lr", cfg.optim.lr),
                    ("kernel.lengthscale", cfg.kernel.lengthscale), ("kernel.variance", cfg.kernel.variance),
