@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from deqexp.run.checkpoints import CHECKPOINT, read_checkpoint
+from deqexp.sweep.scheduler import submitted_jobs
 from tests.cli import deqexp, interruptible
 
 pytestmark = pytest.mark.slurm
@@ -247,15 +248,19 @@ def test_a_search_runs_two_trials_at_a_time_and_a_cancelled_trial_resumes(tmp_pa
     sweep = tmp_path / "multirun/paper/e1/smoke"
     runs = lambda: sorted(p.parent for p in sweep.rglob("metrics.csv"))  # noqa: E731
 
-    # both trials train at once (one array of 2 tasks); task 0 is cancelled mid-run
+    # both trials are submitted at once (one array of 2 tasks); the first one seen training is
+    # cancelled mid-run (the other may wait for a CPU: the time-limit job holds one)
     first = _popen(*args, cwd=tmp_path)
-    _wait_for(lambda: len(runs()) == 2 and all(_epoch_reached(r, 5) for r in runs()), 240,
-              "both trials to train")
-    subprocess.run(["scancel", f"{_read_array_id(first)}_0"], check=True)
+    training = lambda: [r for r in runs() if _epoch_reached(r, 5) and not (r / "COMPLETE").exists()]  # noqa: E731
+    _wait_for(lambda: training(), 240, "a trial to train")
+    victim = training()[0]
+    subprocess.run(["scancel", submitted_jobs(sweep)[victim.name]], check=True)
+    _read_array_id(first)
     _, err = first.communicate(timeout=240)
     assert first.returncode == 1, err[-3000:]
     assert "1 of 2 job(s) did not complete" in err and "CANCELLED" in err, err[-3000:]
     (cancelled,) = [r for r in runs() if not (r / "COMPLETE").exists()]
+    assert cancelled == victim
     stopped_at = read_checkpoint(cancelled / CHECKPOINT)["state"].epoch
 
     # the same command again: the finished trial's job is skipped, the cancelled one resumes
