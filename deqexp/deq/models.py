@@ -68,7 +68,7 @@ class _DEQ(Diagnostics, MemberFreezing, nn.Module):
         self.readout_mean = readout == "mean"
         self.member_chunk = member_chunk
         self.frozen: dict[str, Tensor] = {}
-        self._norm_starts: dict[str, dict] = {"W": {}, "U": {}}  # warm starts of the iterative norms
+        self.norm_starts: dict[str, dict] = {"W": {}, "U": {}}  # warm starts of the iterative norms
 
     # subclasses: _recur, _recur_adjoint, _inject, _readout, _z0; ``p`` holds the
     # parameters of a group of members (slices of the stacked parameters)
@@ -231,7 +231,7 @@ class DenseDEQ(_DEQ):
     def operator_norms(self) -> dict[str, Tensor]:
         """Per-member spectral norms of W and U (large ones warm-started from the last call)."""
         with torch.no_grad():
-            return {k: operators.dense_norms(p, self._norm_starts[k])
+            return {k: operators.dense_norms(p, self.norm_starts[k])
                     for k, p in (("W", self.recurrent_weight()), ("U", self.U))}
 
 
@@ -294,5 +294,5 @@ class ConvDEQ(_DEQ):
         little between epochs)."""
         with torch.no_grad():
             return {k: operators.conv_norm(p, height, width, self.padding, self.norm_method,
-                                           starts=self._norm_starts[k])
+                                           starts=self.norm_starts[k])
                     for k, p in (("W", self.W), ("U", self.U))}

@@ -78,17 +78,25 @@ class LoopState:
             self.best[name] = torch.where(mask, p.detach(), self.best[name])
 
 
-def checkpoint(fingerprint: str, state: LoopState, model, opt, sched, gens, **extra) -> dict:
-    """What a checkpoint holds, as of now (a copy: later training does not change it); ``extra``:
-    plain values the run carries too (e.g. ``warned``, the solver warnings already given)."""
-    return copy.deepcopy({"fingerprint": fingerprint, "state": state, "model": model.state_dict(),
-                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None,
-                          "generators": [g.get_state() for g in gens], **extra})
+def _contents(fingerprint: str, state: LoopState, model, opt, sched, gens, **extra) -> dict:
+    """What a checkpoint holds (the live objects); ``extra``: plain values the run carries too
+    (``warned``, the solver warnings already given). The norms' warm starts go with the model,
+    so that a resumed run's norms equal an uninterrupted run's exactly."""
+    return {"fingerprint": fingerprint, "state": state, "model": model.state_dict(),
+            "norm_starts": model.norm_starts, "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched else None,
+            "generators": [g.get_state() for g in gens], **extra}
+
+
+def checkpoint(*args, **extra) -> dict:
+    """A checkpoint's contents as of now, copied (later training does not change them): what a
+    stop inside the next epoch writes. Arguments as :func:`save_checkpoint`'s, without the folder."""
+    return copy.deepcopy(_contents(*args, **extra))
 
 
 def save_checkpoint(folder: Path, fingerprint: str, state: LoopState, model, opt, sched, gens,
                     **extra) -> None:
-    atomic_save(checkpoint(fingerprint, state, model, opt, sched, gens, **extra), folder / CHECKPOINT)
+    atomic_save(_contents(fingerprint, state, model, opt, sched, gens, **extra), folder / CHECKPOINT)
 
 
 def read_checkpoint(path: Path) -> dict | None:
@@ -119,6 +127,7 @@ def load_checkpoint(folder: Path, fingerprint: str, say: bool = False) -> dict |
 def restore(ckpt: dict, model, opt, sched, gens, device) -> LoopState:
     """Put a checkpoint's states back; return the loop state to continue from."""
     model.load_state_dict(ckpt["model"])
+    model.norm_starts = ckpt.get("norm_starts", model.norm_starts)  # absent in older checkpoints
     opt.load_state_dict(ckpt["optimizer"])
     if sched is not None and ckpt["scheduler"] is not None:
         sched.load_state_dict(ckpt["scheduler"])

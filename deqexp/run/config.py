@@ -20,7 +20,7 @@ from hydra.core.config_store import ConfigStore
 from ..data.signatures import registry as datasets
 from ..deq.init_spec import DEFAULT_SCALE, INITS, InitSpec
 from ..deq.settings import LINEAR_ONLY, SOLVER_NAMES, GradientSettings, SolverSettings
-from .identity import folder_name, identify
+from .identity import folder_name, identify, resolve_data_paths
 from .schemas import (
     Config,
     FamilyConf,
@@ -130,5 +130,6 @@ def job_fingerprints(jobs: list[list[str]], config_dirs: list[str] = ()) -> list
         for job in jobs:
             cfg = hydra_compose("config", [*extra, *job])
             OmegaConf.resolve(cfg)
+            resolve_data_paths(cfg)  # as train does
             out.append(identify(cfg)[0])
     return out

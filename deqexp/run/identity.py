@@ -90,9 +90,8 @@ def resolve_data_paths(cfg) -> dict[str, str]:
 
 
 def identify(cfg) -> tuple[str, dict[str, str]]:
-    """``(fingerprint, data digests)`` of a resolved job config (its data paths made absolute
-    first, :func:`resolve_data_paths`)."""
-    resolve_data_paths(cfg)
+    """``(fingerprint, data digests)`` of a resolved job config whose data paths
+    :func:`resolve_data_paths` has made absolute."""
     digests = data_digests(cfg.dataset)
     return fingerprint(cfg, digests), digests
 

@@ -14,6 +14,12 @@ def shorten(text: str, limit: int = 300) -> str:
     return cut + " ..."
 
 
+def tagged(label: str, text: str) -> str:
+    """``text`` prefixed with a job's name, as its progress lines are (a sweep's jobs' lines
+    can then be told apart)."""
+    return f"[{label}] {text}" if label else text
+
+
 def shown(override: str) -> str:
     """An override as the command line writes it: Hydra's sweeper renders booleans as Python
     does (``logger.progress=False``); deqexp shows them one way, ``false``."""

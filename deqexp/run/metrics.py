@@ -13,6 +13,7 @@ from ..deq.solver_loop import OUTCOMES
 from ..theory.kglm import contraction_factor
 from .batching import batches
 from .build import JobData, Member
+from .messages import tagged
 from .schemas import ConfigError
 from .sinks import OUTCOME_COLUMNS
 
@@ -146,7 +147,7 @@ class FailureWatch:
     def __init__(self, cfg, label: str = "", warned=()):
         self.settings = {"fwd": cfg.solver.forward, "bwd": cfg.solver.backward}
         self.warned: set[str] = set(warned)  # said in an earlier attempt (a resumed run's checkpoint)
-        self.prefix = f"[{label}] " if label else ""  # the job's name, as on its progress lines
+        self.label = label
 
     def check(self, epoch: int, rows: list[dict]) -> None:
         for solve, s in self.settings.items():
@@ -168,8 +169,8 @@ class FailureWatch:
                                     f"solver.{key}.max_iter, use solver=anderson, or set "
                                     f"solver.{key}.on_failure=warn to record it and go on")
             self.warned.add(solve)
-            print(f"{self.prefix}warning: {text}. Recorded per epoch in metrics.csv ({solve}_n_*); "
-                  f"solver.{key}.on_failure=ignore silences this, =raise stops the run", flush=True)
+            print(tagged(self.label, f"warning: {text}. Recorded per epoch in metrics.csv ({solve}_n_*); "
+                         f"solver.{key}.on_failure=ignore silences this, =raise stops the run"), flush=True)
 
 
 def note_contraction(model, job: JobData, members: list[Member], label: str = "") -> None:
@@ -183,8 +184,7 @@ def note_contraction(model, job: JobData, members: list[Member], label: str = ""
     factors = [contraction_factor(model.family, n) for n in norms]
     outside = [f for f in factors if not f < 1]
     if outside:
-        prefix = f"[{label}] " if label else ""
-        print(f"{prefix}note: {len(outside)} of {len(members)} member(s) start outside the contraction "
-              f"region (sup a'' ||W||_2 up to {max(outside):.3g} >= 1, THEORY.md section 4): forward "
-              "iteration may not reach its tolerance there (solver=anderson or broyden usually does)",
-              flush=True)
+        print(tagged(label, f"note: {len(outside)} of {len(members)} member(s) start outside the "
+                     f"contraction region (sup a'' ||W||_2 up to {max(outside):.3g} >= 1, THEORY.md "
+                     "section 4): forward iteration may not reach its tolerance there (solver=anderson "
+                     "or broyden usually does)"), flush=True)

@@ -110,7 +110,6 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         streams.start(n_train)
     else:
         state = restore(resume, model, opt, sched, all_gens, device)
-        model._norm_starts = resume.get("norm_starts", model._norm_starts)
     penalty.step = state.epoch * math.ceil(n_train / (bs or n_train))  # its phase, on resume too
     naive = wu_held([m.spec for m in members])
     if state.epoch < cfg.trainer.freeze_wu_epochs and naive.any():
@@ -159,10 +158,8 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
     every = cfg.trainer.checkpoint_every
     saving = folder is not None and every > 0
     stop = stop or StopSignals()
-    # carried by checkpoints too: the warnings already given (said once per run) and the norms'
-    # warm starts (a resumed run's norms then equal an uninterrupted run's, not to Lanczos's tol)
-    warned = lambda: {"warned": sorted(watch.warned), "norm_starts": model._norm_starts}  # noqa: E731
-    save = lambda: save_checkpoint(folder, fingerprint, state, model, opt, sched, all_gens, **warned())  # noqa: E731
+    warned = lambda: sorted(watch.warned)  # noqa: E731  (checkpointed: said once per run, resumes too)
+    save = lambda: save_checkpoint(folder, fingerprint, state, model, opt, sched, all_gens, warned=warned())  # noqa: E731
     try:
         if resume is None:
             record(0, Totals(), 0.0)
@@ -171,7 +168,7 @@ def fit(cfg, model, job: JobData, members: list[Member], device, logs, label: st
         for epoch in range(state.epoch + 1, epochs + 1):
             # the checkpoint of the last finished epoch, kept in memory while stop signals are
             # handled: a stop inside this epoch (a signal, Ctrl-C) writes it
-            before = checkpoint(fingerprint, state, model, opt, sched, all_gens, **warned()) \
+            before = checkpoint(fingerprint, state, model, opt, sched, all_gens, warned=warned()) \
                 if saving and stop.installed else None
             try:
                 if _run_epoch(epoch):
