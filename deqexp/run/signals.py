@@ -3,11 +3,11 @@
 SLURM warns a job before its time limit with SIGUSR2 (``hydra.launcher.signal_delay_s``
 seconds ahead) and ends it with SIGTERM (``scancel``, preemption, the limit itself). While a
 :class:`StopSignals` is active, either signal records a request and asks every solver loop to
-stop (:class:`deqexp.deq.solver_loop.Interrupt`): the training loop honours it within a solver
-iteration or a batch, writes the checkpoint of the last finished epoch, and raises
-:class:`StopRequested`. A rerun, or SLURM's requeue, then resumes from that epoch instead of
-the last periodic checkpoint. Ctrl-C (SIGINT) stops at once, and also leaves the checkpoint of
-the last finished epoch.
+stop (:class:`deqexp.deq.interrupt.Interrupt`): the training loop honours it within a solver
+iteration (every batch's forward and adjoint solves check it), writes the checkpoint of
+the last finished epoch, and raises :class:`StopRequested`. A rerun, or SLURM's requeue,
+then resumes from that epoch instead of the last periodic checkpoint. Ctrl-C (SIGINT) stops
+at once, and also leaves the checkpoint of the last finished epoch.
 
 Under submitit, SIGUSR2 is also its cue to requeue the job: :meth:`StopSignals.forward` hands
 the signal to submitit's own handler once the checkpoint is written.

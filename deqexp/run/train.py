@@ -19,7 +19,7 @@ import torch
 from ..data.seeds import JAC_PROBES
 from ..deq import jacreg
 from ..deq.freezing import wu_held
-from ..deq.interrupt import Interrupt, Interrupted
+from ..deq.interrupt import Interrupted
 from .batching import OrderStreams, order_streams
 from .build import JobData, Member
 from .checkpoints import CHECKPOINT, LoopState, atomic_save, checkpoint, restore, save_checkpoint, save_model
@@ -65,7 +65,6 @@ def train_epoch(model, job: JobData, opt, sched, streams: OrderStreams, loss_kin
     bwd = Totals()
     paired = job.train_noise is not None
     for k, idx in enumerate(streams.epoch(job.train_x.shape[1], bs, paired)):
-        Interrupt.check()  # a stop signal acts between batches too (and within solves)
         x, y = streams.inputs(job, k, idx, bs), streams.gather(job, job.train_y, idx)
         run = model.run(x)
         losses = member_loss(loss_kind, run.out, y)
