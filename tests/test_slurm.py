@@ -136,17 +136,18 @@ def _seconds_per_epoch() -> float:
 # the time-limit job's work in seconds, as calibrated in this process; a SLURM job has been seen
 # to run twice as fast as the calibration said (CI, 2026-12-06: 56 s for "110 s"), so this keeps
 # its first attempt over the 75 s it is allowed; on a quiet machine it is warned twice and
-# finishes in its third attempt (max_num_timeout allows 3 requeues)
+# finishes in its third attempt. Beside the other scenarios on a loaded 2-core CI machine it has
+# also run 1.5x slower than calibrated and needed a fifth attempt, so the test allows 8 requeues
+# (the claim is that each requeue resumes from its warning, not how many there are)
 TIME_LIMIT_WORK = 200
 
 
 def time_limit_args() -> list[str]:
     # SIGUSR2 45 s before the 2-min limit (SLURM sends it up to ~30 s early here): the first
-    # attempt (75 s allowed) is always warned; a requeued one finishes (or, on a loaded machine,
-    # is warned once more: max_num_timeout allows 3 requeues)
+    # attempt (75 s allowed) is always warned; later ones finish or are warned again
     return [*BASE, "logger=csv", "trainer.seed=7", f"trainer.epochs={epochs_for(TIME_LIMIT_WORK)}",
             "trainer.checkpoint_every=100000", "hydra.launcher.timeout_min=2",
-            "hydra.launcher.signal_delay_s=45"]
+            "hydra.launcher.signal_delay_s=45", "hydra.launcher.max_num_timeout=8"]
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +324,7 @@ def test_impossible_requests_fail_at_submission_with_one_line(tmp_path, override
 # --------------------------------------------------------------------------- time limit (checked last)
 def test_a_job_at_its_time_limit_is_requeued_and_resumes_from_the_warning_checkpoint(time_limited):
     proc, out = time_limited
-    stdout, stderr = proc.communicate(timeout=600)
+    stdout, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr[-3000:]
     assert "all 1 job(s) complete" in stdout
     logs = "".join(p.read_text() for p in out.rglob("*_log.*"))
