@@ -45,6 +45,7 @@ def _deqexp(tmp_path, path, dtype="float64") -> pd.DataFrame:
     cfg = compose_config(
         "experiment=paper/e2_quick", "dataset=arrays", f"dataset.path={path}", "dataset.corruption=noise",
         "dataset.noise_pairing=batch", "dataset.n_train=0", "dataset.n_test=0", "trainer.rng=authors",
+        "dataset.val_fraction=0",  # their digits: every training patch trains, as in their loop
         f"trainer.seed={SEED}", f"trainer.epochs={EPOCHS}", f"trainer.ensemble.scales={SCALES}",
         "logger=csv", "logger.progress=false", f"trainer.dtype={dtype}", "trainer.jac_samples=0")
     train_job(cfg, RunFolder(tmp_path / "run", "x"))

@@ -74,7 +74,9 @@ def _intended(key, old, new, old_all, new_all, preset) -> bool:
         want = {"trainer.rng": "authors" if e2 or e3 else "deqexp",
                 "dataset.noise_pairing": "batch" if e2 else "sample"}[key]
         return old == "<absent>" and new == want
-    if key in ISSUE18:  # the stabilisers (and issue 26's val_fraction): absent before, off now
+    if key == "dataset.val_fraction":  # issue 26: E2/E3 (and E2's variant) choose on 0.2 of train
+        return old == "<absent>" and new == (0.2 if preset.startswith(("paper/e2", "paper/e3")) else 0.0)
+    if key in ISSUE18:  # the stabilisers: absent before, off now
         return old == "<absent>" and new == ISSUE18[key]
     if key.startswith("search."):  # issue 27: set only for an Optuna study's trials
         return old == "<absent>" and new == dataclasses.asdict(TrialConf())[key.split(".", 1)[1]]

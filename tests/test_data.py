@@ -93,6 +93,26 @@ def test_corruptions():
     assert set(flipped.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_blur_is_a_mirrored_gaussian_per_image_and_channel():
+    # reference: a dense blur matrix M per image (weights exp(-k^2 / 2 sigma^2) for |k| <= 3 *
+    # high, normalised; indices mirrored at the edges without repeating the edge pixel), M X M^T
+    clean = torch.rand(3, 2, 12, 12, dtype=torch.float64)
+    got = corruptions.gaussian_blur(clean, 0.5, 2.0, torch.Generator().manual_seed(3))
+    sigmas = 0.5 + 1.5 * torch.rand(3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    n, radius = 12, 6
+    for i, s in enumerate(sigmas.tolist()):
+        k = np.arange(-radius, radius + 1)
+        w = np.exp(-0.5 * k**2 / s**2)
+        w /= w.sum()
+        m = np.zeros((n, n))
+        for row in range(n):
+            for off, wk in zip(k, w):
+                j = row + off
+                m[row, -j if j < 0 else 2 * (n - 1) - j if j >= n else j] += wk
+        for c in range(2):
+            assert np.allclose(got[i, c].numpy(), m @ clean[i, c].numpy() @ m.T, atol=1e-12), (i, c)
+
+
 def test_images_split_by_source():
     d = data.skimage_images(0, n_train=20, n_test=5)
     assert d.train_input.shape == (20, 3, 32, 32) and d.test_input.shape == (5, 3, 32, 32)
