@@ -21,13 +21,20 @@ def _curves(loss_by_init, epochs=8, converged=1.0, residual=1e-3):
     return pd.DataFrame(rows)
 
 
-def test_sign_test_is_scipys_exact_binomial_test():
-    from scipy.stats import binomtest
+def test_the_paired_test_is_scipys_wilcoxon_on_the_seed_differences():
+    from scipy.stats import wilcoxon
 
-    for n in range(0, 12):
-        for w in range(n + 1):
-            ref = binomtest(w, n, 0.5, alternative="greater").pvalue if n else 1.0
-            assert abs(claims.sign_test(w, n - w) - ref) < 1e-12, (w, n)
+    rng = np.random.default_rng(4)
+    for n in (3, 6, 9, 25):
+        a, b = rng.uniform(0, 1, n), rng.uniform(0, 1, n) + 0.1
+        # shuffled seeds: pairs are matched by seed, not by position
+        sa, sb = pd.Series(a, index=range(n)), pd.Series(b, index=range(n)).sample(frac=1, random_state=1)
+        cmp = claims.paired(sa, sb)
+        assert math.isclose(cmp.p, wilcoxon(a - b).pvalue, rel_tol=1e-12), n
+        assert cmp.lower == ("base" if (a - b).mean() < 0 else "other")
+        assert (cmp.wins, cmp.losses) == (int((a < b).sum()), int((a > b).sum()))
+    # the best p that n seeds can give, two-sided exact: 2 / 2^n
+    assert claims.best_possible_p(6) == 2 / 64 and claims.best_possible_p(0) == 1.0
 
 
 def test_wins_are_paired_by_seed_not_by_rank():
@@ -41,31 +48,34 @@ def test_wins_are_paired_by_seed_not_by_rank():
 
 
 def test_curves_claim_needs_a_significant_paired_win():
-    five = [0.1, 0.2, 0.3, 0.4, 0.5]
-    good = claims.curves_table(_curves({"kglm": five, "random": [v + 0.1 for v in five]}))
+    six = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    good = claims.curves_table(_curves({"kglm": six, "random": [v + 0.1 + v / 10 for v in six]}))
     verdict, text = claims.curves_claim(good)
-    assert verdict == "held" and "5 of 5 paired seeds (one-sided sign test p = 0.0312)" in text
-    inverted = claims.curves_table(_curves({"kglm": [v + 0.1 for v in five], "random": five}))
+    assert verdict == "held" and "6 of 6 paired seeds (Wilcoxon signed-rank p = 0.0312)" in text
+    inverted = claims.curves_table(_curves({"kglm": [v + 0.1 + v / 10 for v in six], "random": six}))
     assert claims.curves_claim(inverted)[0] == "did not hold"
-    # three seeds, all won: p = 0.125 at best, so the seeds cannot decide (E6's quick profile)
-    three = claims.curves_table(_curves({"kglm": [0.1, 0.2, 0.3], "random": [0.2, 0.3, 0.4]}))
-    verdict, text = claims.curves_claim(three)
-    assert verdict == "inconclusive" and "3 seeds can reach p = 0.125 at best" in text
+    # five seeds, all won: two-sided p = 0.0625 at best (the one-sided sign test said 0.031)
+    five = claims.curves_table(_curves({"kglm": six[:5], "random": [v + 0.1 + v / 10 for v in six[:5]]}))
+    verdict, text = claims.curves_claim(five)
+    assert verdict == "inconclusive" and "5 seeds can reach p = 0.0625 at best" in text
     # kglm's mean is lower (one lucky seed) but it loses 4 of 5 paired seeds: not held
     lucky = claims.curves_table(_curves({"kglm": [0.01, 0.31, 0.41, 0.51, 0.61],
                                          "random": [0.2, 0.3, 0.4, 0.5, 0.6]}))
     row = lucky[(lucky.init == "random") & (lucky.epoch == 8)].iloc[0]
-    assert row.kglm_beats == 1 / 5 and bool(row.overlaps_kglm) and row.sign_p == 31 / 32
+    assert row.kglm_beats == 1 / 5 and bool(row.overlaps_kglm) and row.lower == "other"
     assert claims.curves_claim(lucky)[0] == "inconclusive"
-    # 7 of 8 seeds won (p = 9/256), but one lost by so much that the mean is higher: not held
-    seven = [0.1 * i for i in range(1, 8)]
-    mean_worse = claims.curves_table(_curves({"kglm": [*seven, 9.0],
-                                              "random": [v + 0.1 for v in seven] + [0.1]}))
-    assert mean_worse[(mean_worse.init == "random") & (mean_worse.epoch == 8)].sign_p.item() == 9 / 256
+    # 19 of 20 seeds won by a little (Wilcoxon p < 0.001), one lost by so much that kglm's mean
+    # is higher: not held
+    small = [0.1 + 0.01 * i for i in range(19)]
+    mean_worse = claims.curves_table(_curves({"kglm": [*small, 9.0],
+                                              "random": [v + 0.001 * (i + 1) for i, v in enumerate(small)]
+                                              + [0.1]}))
+    row = mean_worse[(mean_worse.init == "random") & (mean_worse.epoch == 8)].iloc[0]
+    assert row.p_wilcoxon < 0.001 and row.lower == "base"
     assert claims.curves_claim(mean_worse)[0] == "inconclusive"
     # one competitor held, the other inconclusive: the claim is inconclusive
-    mixed = claims.curves_table(_curves({"kglm": five, "random": [v + 0.1 for v in five],
-                                         "naive": [0.05, 0.3, 0.25, 0.5, 0.45]}))
+    mixed = claims.curves_table(_curves({"kglm": six, "random": [v + 0.1 + v / 10 for v in six],
+                                         "naive": [0.05, 0.3, 0.25, 0.5, 0.45, 0.65]}))
     assert claims.curves_claim(mixed)[0] == "inconclusive"
 
 
@@ -143,37 +153,58 @@ def test_sweep_claim_needs_paired_seeds_and_an_optimum_inside_the_grid():
     verdict, text = claims.sweep_claim(table, df)
     assert verdict == "inconclusive (bound)"  # tied seeds; random's optimum may be below 0.01
     assert "edge of the sweep grid" in text
-    better = _sweep(1.0, 0.1, seeds=5, spread=True)
+    better = _sweep(1.0, 0.1, seeds=6, spread=True)
     better.loc[better.init == "random", "test_loss"] *= 2
     verdict, text = claims.sweep_claim(claims.sweep_table(better), better)
-    assert verdict == "held" and "5 of 5 paired seeds" in text
+    assert verdict == "held" and "6 of 6 paired seeds" in text
     # the same win with random's best at the grid's edge rests on a bound
-    edge = _sweep(1.0, 0.01, seeds=5, spread=True)
+    edge = _sweep(1.0, 0.01, seeds=6, spread=True)
     edge.loc[edge.init == "random", "test_loss"] *= 2
     assert claims.sweep_claim(claims.sweep_table(edge), edge)[0] == "inconclusive (bound)"
-    worse = _sweep(1.0, 0.1, seeds=5, spread=True)
+    worse = _sweep(1.0, 0.1, seeds=6, spread=True)
     worse.loc[worse.init == "kglm", "test_loss"] *= 2
     assert claims.sweep_claim(claims.sweep_table(worse), worse)[0] == "did not hold"
     two = _sweep(1.0, 0.1, seeds=2, spread=True)
     two.loc[two.init == "random", "test_loss"] *= 2
     assert claims.sweep_claim(claims.sweep_table(two), two)[0] == "inconclusive"
     # kglm ahead on loss but with more diverged runs: not held
-    dead = _sweep(1.0, 0.1, seeds=5, spread=True)
+    dead = _sweep(1.0, 0.1, seeds=6, spread=True)
     dead.loc[dead.init == "random", "test_loss"] *= 2
     dead.loc[(dead.init == "kglm") & (dead.scale == 10.0), ["test_loss", "status"]] = [math.nan, "diverged"]
     assert claims.sweep_claim(claims.sweep_table(dead), dead)[0] == "did not hold"
 
 
+def test_the_best_scale_is_chosen_on_validation_and_reported_on_test():
+    df = _sweep(1.0, 0.1, seeds=6, spread=True)
+    df.loc[df.init == "random", "test_loss"] *= 3
+    # validation agrees with test for random; for kglm it prefers 0.1 (test prefers 1.0)
+    df["val_loss"] = df.test_loss
+    df.loc[(df.init == "kglm") & (df.scale == 0.1), "val_loss"] = 1e-4
+    table = claims.sweep_table(df).set_index("init")
+    k, r = table.loc["kglm"], table.loc["random"]
+    assert k.selected_on == "val" and k.best_scale == 0.1 and k.published_best_scale == 1.0
+    at = lambda init, scale: df[(df.init == init) & (df.scale == scale)].test_loss  # noqa: E731
+    assert math.isclose(k.best_mean_test_loss, at("kglm", 0.1).mean())
+    assert math.isclose(k.published_best_mean_test_loss, at("kglm", 1.0).mean())
+    assert r.best_scale == r.published_best_scale == 0.1
+    verdict, text = claims.sweep_claim(claims.sweep_table(df), df)
+    # the paired test is at the scales chosen on validation: kglm 0.02 x (1 + s/10) vs 0.03 x ...
+    assert verdict == "held" and "chosen on the validation split" in text and "6 of 6 paired" in text
+    assert "as published (best scale chosen on the test split" in text and "kglm 0.01" in text
+    # without a validation loss the choice is on test, as before
+    assert claims.sweep_table(df.drop(columns="val_loss")).selected_on.eq("test").all()
+
+
 def test_a_scale_listed_twice_in_the_grid_counts_once():
     # the paper's E2 grid holds 1.0 in both logspaces: the same member trained twice; when it is
     # the best scale the paired comparison must still pair each seed once
-    df = _sweep(1.0, 0.1, scales=(0.01, 0.1, 1.0, 1.0, 10.0), seeds=5, spread=True)
+    df = _sweep(1.0, 0.1, scales=(0.01, 0.1, 1.0, 1.0, 10.0), seeds=6, spread=True)
     df.loc[df.init == "random", "test_loss"] *= 2
     table = claims.sweep_table(df)
     k = table.set_index("init").loc["kglm"]
-    assert k.best_scale == 1.0 and k.runs == 4 * 5
+    assert k.best_scale == 1.0 and k.runs == 4 * 6
     verdict, text = claims.sweep_claim(table, df)
-    assert verdict == "held" and "5 of 5 paired seeds" in text
+    assert verdict == "held" and "6 of 6 paired seeds" in text
     assert len(claims.sweep_convergence(df)) == 2 * 4
 
 
@@ -235,11 +266,10 @@ def test_stability_table_pairs_by_seed_within_each_stabiliser():
                     converged={"plain": 3})
     table = claims.stability_table(df).set_index(["stabiliser", "init"])
     plain, spec = table.loc["plain", "random"], table.loc["spectral", "random"]
-    assert plain.kglm_wins == 6 and math.isclose(plain.sign_p, 0.5**6)
-    assert plain.kglm_advantage == claims.HELD
+    assert plain.wins == 6 and math.isclose(plain.p_wilcoxon, 2 * 0.5**6) and plain.lower == "base"
     # within spectral kglm loses every seed (paired, not the pooled means)
     wins = int(((k[::-1] + 0.3) < (k + 0.01)).sum())
-    assert spec.kglm_wins == wins == 0 and spec.kglm_advantage == claims.NOT_HELD
+    assert spec.wins == wins == 0 and spec.lower == "other"
     # converged share from the outcome counts; the stabiliser against plain, same init and seed
     assert math.isclose(table.loc["plain", "kglm"].fwd_converged, 0.3)
     assert math.isclose(table.loc["spectral", "kglm"].fwd_converged, 1.0)

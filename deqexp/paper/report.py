@@ -32,6 +32,7 @@ from .presets import (
     completed_runs,
     load_metrics,
 )
+from .report_text import HEADER, family_note, others_note, verdict_word
 
 COMMITTED = Path("results/paper")  # the report in the repository, relative to its root
 
@@ -202,50 +203,41 @@ SECTIONS: dict[str, tuple[str, Section]] = {
                      "monotone parametrisation (not a claim of the paper)", stabilisers_section),
 }
 
-HEADER = ("# Reproducing \"Declarative nets that are equilibrium models\" (profile `{profile}`)\n\n"
-          "The paper's claim: kGLM initialisation trains more stably and reaches lower error than "
-          "random initialisation (E1-E3, E6); at initialisation the DEQ is the kGLM (E4); the "
-          "initialisation is cheap (E5). Each section states its verdict in the runs found here "
-          "(held / did not hold need a one-sided paired sign test at p <= {alpha} over seeds; "
-          "inconclusive otherwise, inconclusive (bound) when it rests on a best scale at the edge "
-          "of the sweep grid), with the numbers, and whether the DEQ was at its fixed point. "
-          "Settings: PAPER-PROTOCOL.md and `conf/experiment/paper/`.\n")
-
-
-def verdict_word(verdict: str) -> str:
-    return verdict if verdict == claims.MEASURED else f"**{verdict}**"
-
-
-def _others_note(ctx: Context) -> str:
-    others = {exp: f.others for exp, f in ctx.found.items() if f.others}
-    if not others:
-        return ""
-    lines = [f"- {exp}: " + ", ".join(f"`{d.relative_to(ctx.root) if d.is_relative_to(ctx.root) else d}`"
-                                      for d in dirs) for exp, dirs in others.items()]
-    return ("## Other runs (not counted)\n\nCompleted runs found under this profile's folders whose "
-            f"configuration is not the `{ctx.profile}` preset's exactly (overrides that change "
-            "results, or a copy of a counted run); no claim above uses them.\n\n" + "\n".join(lines) + "\n")
-
-
-def report(ctx: Context) -> dict:
-    """Build every table and figure that the runs on disk allow; return the claims."""
-    profile, out = ctx.profile, ctx.out
-    out.mkdir(parents=True, exist_ok=True)
+def build_sections(ctx: Context) -> tuple[list[str], dict]:
+    """Every section's text and the claims found, each section's tests registered with the
+    current family under the section's key."""
+    family = claims.family.current()
     sections, found = [], {}
     for key, (title, build) in SECTIONS.items():
+        family.section = key
         result = build(ctx)
         if result is None:
-            sections.append(f"## {title}\n\nNo completed runs of the `{profile}` preset.\n")
+            sections.append(f"## {title}\n\nNo completed runs of the `{ctx.profile}` preset.\n")
             continue
         verdict, text, files, jobs = result
         found[key] = {"verdict": verdict, "held": verdict == claims.HELD, "evidence": text, "runs": jobs}
         links = "\n".join(f"![{f}]({f})" if f.endswith(".png") else f"- table: [{f}]({f})" for f in files)
         sections.append(f"## {title}\n\n{verdict_word(verdict).capitalize()} in this run ({jobs} completed "
                         f"job(s)): {text}\n\n{links}\n")
-    sections.append(_others_note(ctx))
-    header = HEADER.format(profile=profile, alpha=claims.ALPHA)
-    (out / "REPORT.md").write_text(header + "\n" + "\n".join(s for s in sections if s))
-    (out / "claims.json").write_text(json.dumps(found, indent=2, default=str))
+    return sections, found
+
+
+def report(ctx: Context) -> dict:
+    """Build every table and figure that the runs on disk allow; return the claims. Built twice:
+    the first pass collects the verdict-deciding tests, which are then Holm-corrected together,
+    and the second writes each verdict from its adjusted p."""
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    with claims.using(claims.Family()) as family:
+        build_sections(ctx)
+        family.correct()
+        sections, found = build_sections(ctx)
+    tests = family.table()
+    sections += [family_note(tests, ctx.table(tests, "corrected_tests")) if len(tests) else "",
+                 others_note(ctx.found, ctx.root, ctx.profile)]
+    header = HEADER.format(profile=ctx.profile, alpha=claims.ALPHA, tests=family.size)
+    (ctx.out / "REPORT.md").write_text(header + "\n" + "\n".join(s for s in sections if s))
+    (ctx.out / "claims.json").write_text(json.dumps(
+        {**found, "corrected_tests": tests.to_dict("records")}, indent=2, default=str))
     return found
 
 
@@ -265,9 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="deqexp report",
         description="Aggregate the completed paper runs (E1-E6) of a profile into CSV/Markdown "
-                    "tables, PNG figures and REPORT.md (each claim's verdict, with a paired sign "
-                    "test over seeds). Only runs of the profile's presets exactly are counted; "
-                    "others are listed apart.")
+                    "tables, PNG figures and REPORT.md (each claim's verdict, with a paired "
+                    "test over seeds, Holm-corrected over the report). Only runs of the "
+                    "profile's presets exactly are counted; others are listed apart.")
     parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--root", type=Path, default=Path("."),
                         help="folder holding runs/ and multirun/ (default: .)")

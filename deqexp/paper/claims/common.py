@@ -1,5 +1,6 @@
-"""What every claim check shares: the verdicts, the paired sign test over seeds, how a
-diverged seed counts, and the notes on convergence that every section adds."""
+"""What every claim check shares: the verdicts, the paired test over seeds (the engine of
+``deqexp compare``, Holm-corrected over the report: :mod:`.family`), how a diverged seed
+counts, and the notes on convergence that every section adds."""
 from __future__ import annotations
 
 import math
@@ -8,10 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from deqexp.sweep.stats import ALPHA, compare_paired
+
+from . import family
+
 HELD, NOT_HELD, INCONCLUSIVE, BOUND, MEASURED = (
     "held", "did not hold", "inconclusive", "inconclusive (bound)", "measured")
 VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, BOUND, MEASURED)
-ALPHA = 0.05  # one-sided level of the paired sign test
 Verdict = tuple[str, str]
 
 
@@ -30,51 +34,73 @@ def reported_epochs(last: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- paired comparisons
-def sign_test(wins: int, losses: int) -> float:
-    """One-sided exact sign test (scipy's ``binomtest``): the chance of ``wins`` or more wins in
-    ``wins + losses`` fair coin flips (ties are dropped); 1 when there is nothing to compare."""
-    from scipy.stats import binomtest
-
-    n = wins + losses
-    return float(binomtest(wins, n, 0.5, alternative="greater").pvalue) if n else 1.0
+def best_possible_p(n: int) -> float:
+    """The smallest two-sided exact Wilcoxon (or sign test) p that ``n`` pairs can give."""
+    return min(1.0, 2 * 0.5**n) if n else 1.0
 
 
 @dataclass
 class Paired:
-    """``base`` against ``other``, seed by seed: wins, losses, ties and both one-sided p."""
+    """``base`` against ``other``, seed by seed: wins, losses, the two-sided Wilcoxon
+    signed-rank p and which side ranks lower (``base``, ``other`` or ``""``). ``name`` is set
+    once the comparison decides a verdict (:meth:`decides`): its p is then corrected with the
+    report's other such tests."""
 
     seeds: int
     wins: int
     losses: int
+    p: float = math.nan
+    lower: str = ""
+    name: str = ""
 
     @property
     def rate(self) -> float:
         return self.wins / self.seeds if self.seeds else math.nan
 
     @property
-    def p(self) -> float:
-        """p that base is not better (small: base wins significantly)."""
-        return sign_test(self.wins, self.losses)
+    def p_adjusted(self) -> float:
+        return family.current().adjusted_p(self.name, self.p) if self.name else self.p
 
-    @property
-    def p_other(self) -> float:
-        return sign_test(self.losses, self.wins)
+    def decides(self, what: str) -> Paired:
+        """Register this comparison as one of the report's verdict-deciding tests."""
+        self.name = family.current().register(what, self.p, self.seeds, self.lower)
+        return self
 
     def verdict(self) -> str:
-        return HELD if self.p <= ALPHA else NOT_HELD if self.p_other <= ALPHA else INCONCLUSIVE
+        p = self.p_adjusted
+        if not self.lower or math.isnan(p) or p >= ALPHA:
+            return INCONCLUSIVE
+        return HELD if self.lower == "base" else NOT_HELD
 
     def describe(self, base: str = "kglm") -> str:
-        best = 0.5**self.seeds if self.seeds else 1.0
-        reach = "" if best <= ALPHA else f"; {self.seeds} seeds can reach p = {best:.3g} at best"
+        best = best_possible_p(self.seeds)
+        reach = "" if best < ALPHA else f"; {self.seeds} seeds can reach p = {best:.3g} at best"
+        holm = (f", Holm-adjusted p = {self.p_adjusted:.3g}" if self.name and
+                family.current().adjusted is not None else "")
         return (f"{base} better in {self.wins} of {self.seeds} paired seeds "
-                f"(one-sided sign test p = {self.p:.3g}{reach})")
+                f"(Wilcoxon signed-rank p = {self.p:.3g}{holm}{reach})")
+
+    def as_row(self) -> dict:
+        """The columns a table keeps of it (a claim rebuilds it with :func:`from_row`)."""
+        return {"kglm_beats": self.rate, "pairs": self.seeds, "wins": self.wins, "losses": self.losses,
+                "p_wilcoxon": self.p, "lower": self.lower}
+
+
+def from_row(row) -> Paired:
+    """The comparison a table row holds (:meth:`Paired.as_row`)."""
+    return Paired(int(row["pairs"]), int(row["wins"]), int(row["losses"]), float(row["p_wilcoxon"]),
+                  row["lower"] if isinstance(row["lower"], str) else "")
 
 
 def paired(a: pd.Series, b: pd.Series) -> Paired:
     """Compare two per-seed loss series (index: seed) on their common seeds; NaN/inf lose."""
     common = a.index.intersection(b.index)
     x, y = as_loss(a[common]), as_loss(b[common])
-    return Paired(len(common), int((x < y).sum()), int((x > y).sum()))
+    if not len(common):
+        return Paired(0, 0, 0)
+    r = compare_paired(x.to_numpy(), y.to_numpy())
+    return Paired(len(common), int((x < y).sum()), int((x > y).sum()), r.p_wilcoxon,
+                  {"a": "base", "b": "other"}.get(r.lower, ""))
 
 
 def has_jacobian(df: pd.DataFrame) -> bool:
