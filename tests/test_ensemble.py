@@ -81,7 +81,7 @@ def test_member_groups_give_the_same_outputs_gradients_and_statistics():
     for name in g_w:
         assert torch.allclose(g_w[name], g_g[name], atol=1e-12), name
     fw, fg = run_w.forward, run_g.forward
-    assert torch.equal(fw.iterations, fg.iterations) and fg.trace.shape[1] == len(SPECS)
+    assert torch.equal(fw.iterations, fg.iterations) and fg.outcome.shape[0] == len(SPECS)
     bw, bg = run_w.backward.result, run_g.backward.result
     assert torch.equal(bw.iterations, bg.iterations)
 

@@ -162,3 +162,43 @@ def test_newton_gmres_solves_an_expansive_forward_map_where_iteration_stalls():
     alone = newton(lambda z: torch.tanh(torch.einsum("eij,ebj->ebi", w[1:2], z) + 0.5 * t[1:2, 2:3]),
                    torch.zeros_like(t[1:2, 2:3]), tol=1e-10, max_iter=50)
     assert torch.allclose(alone.z[0, 0], res.z[1, 2], atol=1e-12)
+
+
+@pytest.mark.parametrize("name, f, ends", [
+    ("newton", lambda z: torch.exp(z) + 2, {"stalled", "nonfinite"}),  # no fixed point: overflow
+    ("gmres", lambda z: z * float("inf") + 1.0, {"nonfinite"}),        # a non-finite operator
+])
+def test_krylov_divergence_is_recorded_not_raised(name, f, ends):
+    # the least-squares step once went through LAPACK's lstsq, which raised on a NaN in float32
+    from deqexp.deq.solver_loop import OUTCOMES
+    from deqexp.deq.solvers import SOLVERS
+
+    for max_iter in (2, 25):
+        res = SOLVERS[name](f, torch.zeros(3, 5, 6, dtype=torch.float32), tol=1e-6, max_iter=max_iter)
+        assert not bool(res.converged.any())
+        assert {OUTCOMES[i] for i in res.outcome.unique().tolist()} <= ends
+
+
+def test_newtons_jacobian_products_are_exact_and_fall_back_to_a_difference():
+    from deqexp.deq.krylov import forward_difference, jacobian_vector
+
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(2, 6, 6, generator=g, dtype=torch.float64)
+    z, v = (torch.randn(2, 3, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    f = lambda z: torch.tanh(torch.einsum("eij,ebj->ebi", w, z))  # noqa: E731
+    exact = (1 - f(z) ** 2) * torch.einsum("eij,ebj->ebi", w, v)   # diag(tanh') W v
+    assert torch.allclose(jacobian_vector(f, z, f(z), v), exact, atol=1e-13, rtol=0)
+    assert torch.allclose(forward_difference(f, z, f(z), v), exact, atol=1e-5)
+
+    class NoForwardMode(torch.autograd.Function):  # an op with no forward-mode rule
+        @staticmethod
+        def forward(ctx, x):
+            return torch.tanh(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise AssertionError("unused")
+
+    h = lambda z: NoForwardMode.apply(torch.einsum("eij,ebj->ebi", w, z))  # noqa: E731
+    got = jacobian_vector(h, z, h(z), v)
+    assert torch.allclose(got, exact, atol=1e-5) and not torch.allclose(got, exact, atol=1e-12, rtol=0)

@@ -1,6 +1,6 @@
 """What every solver shares: the result object with its per-sample outcomes, the relative
-residual, and the loop's book-keeping (per-sample stopping, the residual trace, early exit with
-one host sync every ``check_every`` iterations)."""
+residual, and the loop's book-keeping (per-sample stopping, the running minima of the residual
+that the stall rule reads, early exit with one host sync every ``check_every`` iterations)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,18 +22,21 @@ CONVERGED, CAP, STALLED, NONFINITE = range(len(OUTCOMES))
 STALL_WINDOW, STALL_GAIN = 0.25, 0.9
 
 
-def outcomes(z: Tensor, residual: Tensor, trace: Tensor, tol: float) -> Tensor:
-    """Each (member, sample)'s :data:`OUTCOMES` index ``(E, B)`` from its final iterate,
-    residual and residual trace (computed once, after the loop: no host sync)."""
+def stall_window(max_iter: int) -> int:
+    """The last steps whose best residual the stall rule compares with the steps before."""
+    return max(1, int(max_iter * STALL_WINDOW))
+
+
+def outcomes(z: Tensor, residual: Tensor, best_before: Tensor, best_recent: Tensor,
+             tol: float, can_stall: bool = True) -> Tensor:
+    """Each (member, sample)'s :data:`OUTCOMES` index ``(E, B)`` from its final iterate and
+    residual, and its least residual before the stall window and within it (NaN counted as
+    inf; computed once, after the loop: no host sync). Only a sample that has not converged
+    can stall, and such a sample ran every one of ``max_iter`` steps: the window is the last
+    :func:`stall_window` of them. ``can_stall=False``: too few steps ran to tell a plateau
+    from progress."""
     finite = torch.isfinite(z).flatten(2).all(-1) & torch.isfinite(residual)
-    steps = trace.shape[0]
-    w = max(1, int(steps * STALL_WINDOW))
-    if steps > w:
-        recent = trace[-w:].nan_to_num(nan=float("inf")).amin(0)
-        before = trace[:-w].nan_to_num(nan=float("inf")).amin(0)
-        stalled = ~(recent < STALL_GAIN * before)
-    else:  # too few steps to tell a plateau from progress
-        stalled = torch.zeros_like(finite)
+    stalled = ~(best_recent < STALL_GAIN * best_before) & can_stall
     out = torch.full(residual.shape, CAP, dtype=torch.int8, device=residual.device)
     out = torch.where(stalled, torch.full_like(out, STALLED), out)
     out = torch.where(residual <= tol, torch.full_like(out, CONVERGED), out)
@@ -49,7 +52,6 @@ class SolverResult:
     z: Tensor              # (E, B, ...) the approximate fixed point
     iterations: Tensor     # (E, B) iterations each sample used
     residual: Tensor       # (E, B) final relative residual
-    trace: Tensor          # (steps, E, B) relative residual after each step
     converged: Tensor      # (E, B) residual <= tol (False for NaN/inf)
     steps: int             # loop steps run (max over samples)
     outcome: Tensor        # (E, B) index into OUTCOMES: how each sample's solve ended
@@ -60,15 +62,12 @@ class SolverResult:
 
 
 def concat_results(results: list[SolverResult]) -> SolverResult:
-    """One result for member groups solved one after another (traces padded with their last row)."""
+    """One result for member groups solved one after another."""
     if len(results) == 1:
         return results[0]
-    steps = max(r.steps for r in results)
-    traces = [torch.cat([r.trace, r.trace[-1:].expand(steps - r.trace.shape[0], *r.trace.shape[1:])])
-              for r in results]
     cat = lambda key: torch.cat([getattr(r, key) for r in results])  # noqa: E731
-    return SolverResult(cat("z"), cat("iterations"), cat("residual"), torch.cat(traces, dim=1),
-                        cat("converged"), steps, cat("outcome"))
+    return SolverResult(cat("z"), cat("iterations"), cat("residual"), cat("converged"),
+                        max(r.steps for r in results), cat("outcome"))
 
 
 
@@ -92,12 +91,25 @@ def relative_residual(fz: Tensor, z: Tensor, stop: str = "sample", diff: Tensor 
     return r[:, None].expand(fz.shape[:2]) if stop == "member" else r
 
 
+def residual_from_squares(diff_sq: Tensor, f_sq: Tensor, stop: str = "sample",
+                          eps: float = 0.0) -> Tensor:
+    """:func:`relative_residual` from the squared norms ``||f(z) - z||^2`` and ``||f(z)||^2``
+    per (member, sample) ``(E, B)``, for a solver that has them without the vectors (GMRES)."""
+    shape = diff_sq.shape
+    if stop == "member":
+        diff_sq, f_sq = diff_sq.sum(1, keepdim=True), f_sq.sum(1, keepdim=True)
+    den = f_sq.clamp_min(0).sqrt()
+    den = den + eps if eps > 0 else den.clamp_min(torch.finfo(f_sq.dtype).tiny)
+    return (diff_sq.sqrt() / den).expand(shape)
+
+
 def _default_check_every(z: Tensor) -> int:
     return 1 if z.device.type == "cpu" else 8
 
 
 class SolveLoop:
-    """Book-keeping shared by the solvers: per-sample stopping, trace, early exit."""
+    """Book-keeping shared by the solvers: per-sample stopping, the stall rule's running
+    minima (no history kept), early exit."""
 
     def __init__(self, z0: Tensor, tol: float, max_iter: int, check_every: int | None,
                  stop: str = "sample", eps: float = 0.0):
@@ -107,17 +119,25 @@ class SolveLoop:
         self.active = torch.ones(shape, dtype=torch.bool, device=z0.device)
         self.iterations = torch.zeros(shape, dtype=torch.long, device=z0.device)
         self.residual = torch.full(shape, float("inf"), dtype=z0.dtype, device=z0.device)
-        self.trace: list[Tensor] = []
+        # the stall rule's least residuals before the window and within it (outcomes())
+        self.window_start = max_iter - stall_window(max_iter)
+        self.best_before, self.best_recent = self.residual.clone(), self.residual.clone()
+        self.steps = 0
 
     def residual_of(self, fz: Tensor, z: Tensor, diff: Tensor | None = None) -> Tensor:
         return relative_residual(fz, z, self.stop, diff, self.eps)
+
+    def residual_from(self, diff_sq: Tensor, f_sq: Tensor) -> Tensor:
+        return residual_from_squares(diff_sq, f_sq, self.stop, self.eps)
 
     def record(self, res: Tensor) -> Tensor:
         """Store this step's residual for active samples; return the mask of samples still active."""
         res = torch.where(self.active, res, self.residual)
         self.residual = res
         self.iterations += self.active.long()
-        self.trace.append(res)
+        best = self.best_before if self.steps < self.window_start else self.best_recent
+        torch.fmin(best, res.detach(), out=best)  # fmin: a NaN residual never becomes the best
+        self.steps += 1
         self.active = self.active & ~(res <= self.tol)
         return self.active
 
@@ -130,9 +150,10 @@ class SolveLoop:
         return self.check_every == 1 and bool(self.active.all())
 
     def result(self, z: Tensor) -> SolverResult:
-        trace = torch.stack(self.trace) if self.trace else self.residual[None]
-        return SolverResult(z, self.iterations, self.residual, trace, self.residual <= self.tol,
-                            len(self.trace), outcomes(z, self.residual, trace, self.tol))
+        can_stall = self.steps > self.max_iter - self.window_start
+        return SolverResult(z, self.iterations, self.residual, self.residual <= self.tol, self.steps,
+                            outcomes(z, self.residual, self.best_before, self.best_recent, self.tol,
+                                     can_stall))
 
 
 def active_mask(active: Tensor, like: Tensor) -> Tensor:
