@@ -6,6 +6,8 @@
 2. one E1 training epoch: deqexp against a textbook DEQ written below (residual `.item()`
    every iteration, hook-based backward, input injection recomputed every iteration), same data,
    init, tolerance and max_iter;
+2b. one E1 epoch at the paper's size per init, 1 and 2 threads: deqexp against the line-by-line
+   re-implementation of the authors' loop that the fidelity tests carry (bench_authors.py);
 3. ensemble scaling: epoch time for E members / (E x the one-member time);
 4. one E2 epoch on 32x32 3-channel images: images per second, forward and backward.
 
@@ -32,6 +34,7 @@ from deqexp.run.build import CPU_GROUP_VALUES  # noqa: E402
 from deqexp.run.config import compose  # noqa: E402
 from deqexp.theory.families import get_family  # noqa: E402
 from deqexp.theory.kernels import build_kernel  # noqa: E402
+from scripts.bench_authors import bench_authors  # noqa: E402
 
 E1_KERNEL = build_kernel(**compose("kernel=e1").kernel)  # conf/kernel/e1.yaml
 ROWS: list[dict] = []
@@ -435,8 +438,8 @@ def main() -> int:
                         help="sequences per member in the scaling test (default: 2000 on CPU)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", nargs="+",
-                        choices=["solvers", "adjoint", "textbook", "ensemble", "conv", "runner", "compare",
-                                 "commands"],
+                        choices=["solvers", "adjoint", "textbook", "authors", "ensemble", "conv", "runner",
+                                 "compare", "commands"],
                         help="run only these sections")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args()
@@ -454,6 +457,8 @@ def main() -> int:
         "solvers": lambda: bench_solvers(n, device, dtype, args.repeat),
         "adjoint": lambda: bench_adjoint(n, device, dtype, args.repeat),
         "textbook": lambda: bench_textbook(n, device, dtype, args.repeat),
+        "authors": lambda: bench_authors(n, 50 if args.quick else 2000, device, dtype, args.repeat,
+                                         timed, add),
         "ensemble": lambda: bench_ensemble(ens_n, device, dtype, args.repeat,
                                            (1, 4) if args.quick else (1, 4, 16, 64)),
         "conv": lambda: bench_conv(conv_images, device, dtype, args.repeat,

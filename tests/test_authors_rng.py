@@ -22,8 +22,9 @@ from deqexp.data import streams
 from deqexp.run import batching
 from deqexp.run.folder import RunFolder
 from deqexp.run.runner import train_job
+from tests.authors_loop import ConvRef
 from tests.compose import compose_config
-from tests.test_fidelity import ConvRef, authors_kglm_filters
+from tests.test_fidelity import authors_kglm_filters
 
 SEED, EPOCHS, BATCH, SIZE = 3, 2, 10, 8
 SCALES = [0.5, 1.5]  # 1.5: the kglm solve meets the iteration cap
