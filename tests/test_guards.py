@@ -152,17 +152,20 @@ class _Recorder:
     def log(self, metrics, step):
         self.logged.append((step, dict(metrics)))
 
+    def finish(self, exit_code=0):
+        self.exit_code = exit_code
+
 
 def test_wandb_gets_the_csv_numbers_exactly(tmp_path, monkeypatch):
     import wandb
 
     runs = []
     monkeypatch.setattr(wandb, "init", lambda **kw: runs.append(_Recorder(**kw)) or runs[-1])
-    monkeypatch.setattr(wandb, "finish", lambda **kw: None)
     cfg = compose_config(*SMALL, "logger=default", "logger.progress=false", "trainer.epochs=2",
                          "trainer.ensemble.seeds=2")
     train_job(cfg, RunFolder(tmp_path, fingerprint(cfg)))
     (rec,) = runs
+    assert rec.exit_code == 0  # the run this job started is the one finished
     assert rec.kwargs["mode"] == "offline" and rec.kwargs["dir"] == str(tmp_path)
     csv = pd.read_csv(tmp_path / "metrics.csv")
     assert [step for step, _ in rec.logged] == [0, 1, 2]

@@ -109,7 +109,7 @@ class WandbLog:
         if mode == "online" and not _has_wandb_key():
             raise WandbError("logger.wandb.mode=online needs a W&B API key (`wandb login`, or set "
                              f"WANDB_API_KEY); {OFFLINE_HINT}")
-        self.wandb, self.members, self.offline = wandb, members, mode == "offline"
+        self.members, self.offline = members, mode == "offline"
         os.environ.setdefault("WANDB_SILENT", "true")  # W&B's own 3 lines a job; ours says where
         try:
             self.run = wandb.init(
@@ -141,7 +141,8 @@ class WandbLog:
             self.run.summary[prefix + "status"] = m["status"]
 
     def close(self, failed: bool = False) -> None:
-        self.wandb.finish(exit_code=1 if failed else 0)
+        # this run, not W&B's global current run (another run in the process may be current)
+        self.run.finish(exit_code=1 if failed else 0)
 
 
 
