@@ -22,7 +22,7 @@ from deqexp.run.build import build_model, load_job_data, members_from_config  # 
 from deqexp.run.metrics import evaluate  # noqa: E402
 from deqexp.run.optimizers import make_optimizer  # noqa: E402
 from deqexp.run.train import train_epoch  # noqa: E402
-from tests.authors_loop import DenseRef  # noqa: E402
+from tests.authors_loop import authors_e1  # noqa: E402
 from tests.compose import compose_config  # noqa: E402
 
 INITS = ("kglm", "naive", "random")
@@ -55,18 +55,12 @@ def authors_epoch(model, job, cfg):
     train and test losses without gradients."""
     frozen_q = bool(model.frozen.get("Q", torch.zeros(1, dtype=torch.bool))[0])
     p = {n: getattr(model, n)[0].detach().clone() for n in "WUbVcQ"}
-    trained = [n for n in "WUbVcQ" if not (n == "Q" and frozen_q)]
-    for n in trained:
-        p[n].requires_grad_()
     fwd = cfg.solver.forward
-    net = DenseRef(p, fwd.tol, fwd.max_iter)
-    opt = torch.optim.Adam([p[n] for n in trained], lr=cfg.optim.lr)
+    net, train = authors_e1(p, not frozen_q, cfg.optim.lr, fwd.tol, fwd.max_iter)
     xtr, ytr, xte, yte = job.train_x[0], job.train_y[0], job.test_x[0], job.test_y[0]
 
     def epoch():
-        opt.zero_grad()
-        F.mse_loss(net(xtr), ytr).backward()
-        opt.step()
+        train(xtr, ytr)
         with torch.no_grad():
             return [float(F.mse_loss(net(x), y)) for x, y in ((xtr, ytr), (xte, yte))]
 

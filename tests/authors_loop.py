@@ -50,6 +50,23 @@ class DenseRef:
         return z @ p["V"].T + p["c"] + y @ p["Q"].T
 
 
+def authors_e1(p, train_q: bool, lr: float, tol: float, max_iter: int):
+    """Their E1 training from parameters ``p`` (Q fixed where ``train_q`` is False, as for
+    their random init): the network and one epoch, a full-batch Adam step on the MSE."""
+    trained = [n for n in "WUbVcQ" if n != "Q" or train_q]
+    for n in trained:
+        p[n].requires_grad_()
+    net = DenseRef(p, tol, max_iter)
+    opt = torch.optim.Adam([p[n] for n in trained], lr=lr)
+
+    def epoch(x, y):
+        opt.zero_grad()
+        F.mse_loss(net(x), y).backward()
+        opt.step()
+
+    return net, epoch
+
+
 class ConvRef:
     """E2's network: z = relu(conv_W z + conv_U y), output relu(conv_V z + conv_Q y)."""
 

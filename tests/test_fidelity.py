@@ -25,7 +25,7 @@ from deqexp.run.build import build_model, load_job_data, members_from_config
 from deqexp.run.folder import RunFolder
 from deqexp.run.runner import train_job
 from deqexp.theory.filters import multichannel_filters
-from tests.authors_loop import ConvRef, DenseRef, authors_solver
+from tests.authors_loop import ConvRef, authors_e1, authors_solver
 from tests.compose import compose_config
 
 TOL = 1e-8
@@ -90,16 +90,10 @@ def test_e1_preset_matches_the_authors_loop_for_every_init(tmp_path):
         for name, value in expect.items():
             assert torch.allclose(p[name], value, atol=1e-12), (m.spec.name, name)
         assert p["b"].abs().max() == 0 and p["c"].abs().max() == 0
-        trained = [n for n in "WUbVcQ" if not (n == "Q" and m.spec.name == "random")]
-        for n in trained:
-            p[n].requires_grad_()
-        net = DenseRef(p, fwd.tol, fwd.max_iter)
-        opt = torch.optim.Adam([p[n] for n in trained], lr=cfg.optim.lr)
+        net, train = authors_e1(p, m.spec.name != "random", cfg.optim.lr, fwd.tol, fwd.max_iter)
         rows = [(0, _mse_in_batches(net, xtr, ytr, len(xtr)), _mse_in_batches(net, xte, yte, len(xte)))]
         for epoch in range(1, epochs + 1):
-            opt.zero_grad()
-            F.mse_loss(net(xtr), ytr).backward()
-            opt.step()
+            train(xtr, ytr)
             rows.append((epoch, _mse_in_batches(net, xtr, ytr, len(xtr)),
                          _mse_in_batches(net, xte, yte, len(xte))))
         _compare(metrics, m.index, rows)
