@@ -5,7 +5,7 @@ import copy
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
@@ -57,6 +57,8 @@ def user_files(draw):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=user_files())
+@example(data={"train_input": np.ones((2, 1)), "test_input": np.ones((0, 1)),  # found in CI: the
+               "train_target": np.ones((2, 2)), "test_target": np.ones((0, 2))})  # error named no key
 def test_any_array_shapes_load_consistently_or_are_refused_naming_a_key(tmp_path, data):
     path = tmp_path / "user.npz"
     np.savez(path, **data)

@@ -217,7 +217,8 @@ def arrays(seed: int, path: str | None = None, n_train: int = 0, n_test: int = 0
         return Data(*parts, loss, "real", **val)
     n, m = parts[0].shape[1], parts[1].shape[1]
     x_in = array_locations(a, "x_in", n, torch.arange(n, dtype=torch.float64)[:, None])
-    x_out = array_locations(a, "x_out", m, x_in if m == n else None)
+    x_out = array_locations(a, "x_out", m, x_in if m == n else None,
+                            f"'train_target' has {m} values per sample and 'train_input' {n}")
     return Data(*parts, loss, "real", x_in, x_out, **val)
 
 

@@ -164,12 +164,12 @@ def check_arrays(a: dict, keys=ARRAY_KEYS) -> None:
                         f"'val_target' has {len(a['val_target'])}")
 
 
-def array_locations(a: dict, key: str, n: int, default) -> Tensor:
-    """Locations ``a[key]`` as ``(n, d)``, or ``default`` when absent."""
+def array_locations(a: dict, key: str, n: int, default: Tensor | None, why: str = "") -> Tensor:
+    """Locations ``a[key]`` as ``(n, d)``, or ``default`` when absent (refused, saying ``why``
+    it is needed, when there is none)."""
     if key not in a:
         if default is None:
-            raise DataError(f"dataset=arrays: the targets have a different length from the inputs, "
-                            f"so '{key}' (their locations, shape (m, d)) is needed")
+            raise DataError(f"dataset=arrays: {why}, so '{key}' (their locations, shape ({n}, d)) is needed")
         return default
     loc = torch.as_tensor(a[key], dtype=torch.float64)
     loc = loc[:, None] if loc.dim() == 1 else loc
